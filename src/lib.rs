@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod corpus;
+pub mod doctor;
 pub mod error;
 pub mod manager;
 pub mod metrics;

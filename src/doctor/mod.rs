@@ -1,0 +1,250 @@
+//! The AI doctor of seed 000, as one thin service over the model server: for each message,
+//! load the user's session; if there was a previous message, ask the relevance model
+//! whether this one continues it (symptoms add up) or starts over (the session resets); ask
+//! the tagger for symptoms; ask the knowledge graph which diseases explain them; answer in
+//! Chinese; save the session with an expiry. Every dependency can fail: the answer then says
+//! what is unavailable, and the next message works again once it is back.
+
+pub mod graph;
+pub mod models;
+pub mod reply;
+pub mod session;
+pub mod web;
+pub mod wechat;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use self::graph::{DiseaseMatch, KnowledgeGraph};
+use self::models::ModelClient;
+use self::session::{Session, SessionStore};
+use crate::corpus::Lexicon;
+
+/// How many diseases a reply lists.
+pub const TOP_DISEASES: usize = 3;
+
+/// One answer, with what went into it (the JSON API returns all of it).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatReply {
+    pub reply: String,
+    /// Canonical symptoms of the whole conversation so far.
+    pub symptoms: Vec<String>,
+    pub diseases: Vec<DiseaseMatch>,
+    /// Whether the message continued the previous one (`None`: there was none, or the
+    /// relevance model could not be asked).
+    pub related: Option<bool>,
+    pub session: SessionInfo,
+    /// Dependencies that failed while answering.
+    pub degraded: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub turns: u32,
+    /// Whether the previous state could be read (false when the session store is down).
+    pub history: bool,
+}
+
+pub struct Doctor {
+    models: ModelClient,
+    sessions: Arc<dyn SessionStore>,
+    graph: Arc<dyn KnowledgeGraph>,
+    lexicon: Arc<Lexicon>,
+    session_ttl: Duration,
+}
+
+impl Doctor {
+    pub fn new(
+        models: ModelClient,
+        sessions: Arc<dyn SessionStore>,
+        graph: Arc<dyn KnowledgeGraph>,
+        lexicon: Arc<Lexicon>,
+        session_ttl: Duration,
+    ) -> Self {
+        Doctor {
+            models,
+            sessions,
+            graph,
+            lexicon,
+            session_ttl,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "models at {}, {}, {}",
+            self.models.address(),
+            self.sessions.describe(),
+            self.graph.describe()
+        )
+    }
+
+    /// Answers one message of `user`.
+    pub async fn chat(&self, user: &str, text: &str) -> ChatReply {
+        let text = text.trim();
+        let mut degraded = Vec::new();
+        let (previous, history) = match self.sessions.load(user).await {
+            Ok(s) => (s, true),
+            Err(e) => {
+                tracing::warn!(user, error = %e, "session store unavailable; answering without history");
+                degraded.push(e.to_string());
+                (None, false)
+            }
+        };
+
+        let related = match &previous {
+            Some(p) if !p.last_message.is_empty() => {
+                match self.models.related(&p.last_message, text).await {
+                    Ok((related, probability)) => {
+                        tracing::debug!(user, related, probability, "relevance");
+                        Some(related)
+                    }
+                    Err(e) => {
+                        tracing::warn!(user, error = %e, "relevance model unavailable; treating the message as a continuation");
+                        degraded.push(e.to_string());
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let carried: Vec<String> = match (&previous, related) {
+            (Some(p), Some(true) | None) => p.symptoms.clone(),
+            _ => Vec::new(),
+        };
+
+        let mentions = match self.models.entities(text).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(user, error = %e, "tagger unavailable");
+                degraded.push(e.to_string());
+                return self
+                    .finish(
+                        user,
+                        text,
+                        carried,
+                        Vec::new(),
+                        related,
+                        previous,
+                        history,
+                        degraded,
+                        Some(reply::MODELS_DOWN),
+                    )
+                    .await;
+            }
+        };
+        let mut symptoms = carried;
+        for m in mentions.iter().filter(|m| m.kind == "SYM") {
+            let canonical = self
+                .lexicon
+                .canonical_symptom(&m.text)
+                .map_or_else(|| m.text.clone(), |s| s.name.clone());
+            if !symptoms.contains(&canonical) {
+                symptoms.push(canonical);
+            }
+        }
+        if symptoms.is_empty() {
+            return self
+                .finish(
+                    user,
+                    text,
+                    symptoms,
+                    Vec::new(),
+                    related,
+                    previous,
+                    history,
+                    degraded,
+                    Some(reply::NO_SYMPTOMS),
+                )
+                .await;
+        }
+        match self.graph.diseases_for(&symptoms, TOP_DISEASES).await {
+            Ok(diseases) => {
+                self.finish(
+                    user, text, symptoms, diseases, related, previous, history, degraded, None,
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::warn!(user, error = %e, "knowledge graph unavailable");
+                degraded.push(e.to_string());
+                let fixed = reply::graph_down(&symptoms);
+                self.finish_with(
+                    user,
+                    text,
+                    symptoms,
+                    Vec::new(),
+                    related,
+                    previous,
+                    history,
+                    degraded,
+                    fixed,
+                )
+                .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        user: &str,
+        text: &str,
+        symptoms: Vec<String>,
+        diseases: Vec<DiseaseMatch>,
+        related: Option<bool>,
+        previous: Option<Session>,
+        history: bool,
+        degraded: Vec<String>,
+        fixed: Option<&str>,
+    ) -> ChatReply {
+        let body = match fixed {
+            Some(f) => f.to_string(),
+            None => reply::diagnosis(&symptoms, &diseases, &self.lexicon),
+        };
+        self.finish_with(
+            user, text, symptoms, diseases, related, previous, history, degraded, body,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_with(
+        &self,
+        user: &str,
+        text: &str,
+        symptoms: Vec<String>,
+        diseases: Vec<DiseaseMatch>,
+        related: Option<bool>,
+        previous: Option<Session>,
+        history: bool,
+        mut degraded: Vec<String>,
+        body: String,
+    ) -> ChatReply {
+        let turns = match (&previous, related) {
+            (Some(p), Some(true) | None) => p.turns + 1,
+            _ => 1,
+        };
+        let session = Session {
+            last_message: text.to_string(),
+            symptoms: symptoms.clone(),
+            turns,
+        };
+        if let Err(e) = self.sessions.save(user, &session, self.session_ttl).await {
+            tracing::warn!(user, error = %e, "could not save the session");
+            if history {
+                degraded.push(e.to_string());
+            }
+        }
+        ChatReply {
+            reply: body,
+            symptoms,
+            diseases,
+            related,
+            session: SessionInfo { turns, history },
+            degraded,
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The doctor's client of the model server: gRPC Predict on the tagger (symptoms in a
+//! message) and on the relevance classifier (does a message continue the previous one).
+//! One lazily connected channel, reused by every call, each call with a deadline.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::tensorflow::serving::{
+    prediction_service_client::PredictionServiceClient, ModelSpec, PredictRequest,
+};
+use crate::tensor::{tensor_from_proto, tensor_to_proto, Tensor, TensorData};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("model server: {0}")]
+pub struct ModelError(pub String);
+
+/// A symptom mention the tagger found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mention {
+    pub text: String,
+    pub kind: String,
+}
+
+#[derive(Clone)]
+pub struct ModelClient {
+    client: PredictionServiceClient<Channel>,
+    address: String,
+    ner_model: String,
+    relevance_model: String,
+    timeout: Duration,
+}
+
+impl ModelClient {
+    /// `address` is `host:port` (or a URL); nothing connects until the first call.
+    pub fn new(
+        address: &str,
+        ner_model: &str,
+        relevance_model: &str,
+        timeout: Duration,
+    ) -> Result<Self, ModelError> {
+        let url = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| ModelError(format!("invalid model server address {address}: {e}")))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(ModelClient {
+            client: PredictionServiceClient::new(channel),
+            address: url,
+            ner_model: ner_model.to_string(),
+            relevance_model: relevance_model.to_string(),
+            timeout,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    async fn predict(
+        &self,
+        model: &str,
+        inputs: Vec<(&str, Tensor)>,
+    ) -> Result<std::collections::HashMap<String, Tensor>, ModelError> {
+        let request = PredictRequest {
+            model_spec: Some(ModelSpec {
+                name: model.to_string(),
+                ..Default::default()
+            }),
+            inputs: inputs
+                .into_iter()
+                .map(|(k, t)| (k.to_string(), tensor_to_proto(&t)))
+                .collect(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let response = tokio::time::timeout(self.timeout, client.predict(request))
+            .await
+            .map_err(|_| {
+                ModelError(format!(
+                    "`{model}` did not answer within {:?}",
+                    self.timeout
+                ))
+            })?
+            .map_err(|s| {
+                ModelError(format!(
+                    "`{model}` at {}: {}: {}",
+                    self.address,
+                    s.code(),
+                    s.message()
+                ))
+            })?
+            .into_inner();
+        response
+            .outputs
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    tensor_from_proto(v)
+                        .map_err(|e| ModelError(format!("`{model}` output `{k}`: {e}")))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The entities the tagger finds in `text`.
+    pub async fn entities(&self, text: &str) -> Result<Vec<Mention>, ModelError> {
+        let outputs = self
+            .predict(&self.ner_model, vec![("text", Tensor::strings([text]))])
+            .await?;
+        let strings = |name: &str| -> Result<Vec<String>, ModelError> {
+            match outputs.get(name).map(Tensor::data) {
+                Some(TensorData::String(v)) => Ok(v
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect()),
+                _ => Err(ModelError(format!(
+                    "`{}` returned no `{name}` strings; is it a tagger?",
+                    self.ner_model
+                ))),
+            }
+        };
+        let (texts, kinds) = (strings("entities")?, strings("entity_types")?);
+        Ok(texts
+            .into_iter()
+            .zip(kinds)
+            .filter(|(t, _)| !t.is_empty())
+            .map(|(text, kind)| Mention { text, kind })
+            .collect())
+    }
+
+    /// Whether `new` continues `previous`, and the probability of that.
+    pub async fn related(&self, previous: &str, new: &str) -> Result<(bool, f32), ModelError> {
+        let outputs = self
+            .predict(
+                &self.relevance_model,
+                vec![
+                    ("text", Tensor::strings([previous])),
+                    ("text_pair", Tensor::strings([new])),
+                ],
+            )
+            .await?;
+        let (Some(TensorData::String(labels)), Some(TensorData::Float(probabilities))) = (
+            outputs.get("labels").map(Tensor::data),
+            outputs.get("probabilities").map(Tensor::data),
+        ) else {
+            return Err(ModelError(format!(
+                "`{}` returned no labels; is it a classifier?",
+                self.relevance_model
+            )));
+        };
+        let label = labels
+            .first()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .unwrap_or_default();
+        let related = label == "related";
+        let p = if probabilities.len() >= 2 {
+            probabilities[1]
+        } else if related {
+            1.0
+        } else {
+            0.0
+        };
+        Ok((related, p))
+    }
+}
