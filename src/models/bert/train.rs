@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{AdamW, Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokenizers::Tokenizer;
 
 use super::config::BertConfig;
@@ -44,6 +44,10 @@ pub struct ClassifierOptions {
     pub max_len: usize,
     /// Dropout before the classification head.
     pub head_dropout: f32,
+    /// Share of input tokens (not [CLS], [SEP] or padding) replaced by [UNK] in training,
+    /// so the model learns to read past characters it has never seen: wording outside the
+    /// training templates arrives as [UNK] at serving time.
+    pub token_dropout: f64,
 }
 
 impl Default for ClassifierOptions {
@@ -59,6 +63,7 @@ impl Default for ClassifierOptions {
             seed: 42,
             max_len: 128,
             head_dropout: 0.1,
+            token_dropout: 0.0,
         }
     }
 }
@@ -258,6 +263,13 @@ pub fn train_classifier(
     }
     let encoder = TextEncoder::new(tokenizer.clone(), max_len, config.pad_token_id)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let special: Vec<u32> = ["[CLS]", "[SEP]", "[PAD]"]
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .chain([config.pad_token_id])
+        .collect();
+    let unk = tokenizer.token_to_id("[UNK]");
+    let mut token_rng = StdRng::seed_from_u64(options.seed.wrapping_add(2));
 
     let vars = sorted_vars(&varmap);
     let mut optimizer = AdamW::new(
@@ -290,7 +302,17 @@ pub fn train_classifier(
         let mut loss_sum = 0.0;
         for (step, chunk) in order.chunks(options.batch_size).enumerate() {
             let batch: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
-            let tokens = encode(&encoder, &batch)?;
+            let mut tokens = encode(&encoder, &batch)?;
+            if let (Some(unk), true) = (unk, options.token_dropout > 0.0) {
+                for (id, mask) in tokens.ids.iter_mut().zip(&tokens.mask) {
+                    if *mask == 1
+                        && !special.contains(id)
+                        && token_rng.random_bool(options.token_dropout)
+                    {
+                        *id = unk;
+                    }
+                }
+            }
             let targets = Tensor::from_vec(
                 batch.iter().map(|e| e.label).collect::<Vec<_>>(),
                 batch.len(),
@@ -362,7 +384,6 @@ impl TrainedClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::Rng;
 
     fn tiny_config() -> BertConfig {
         BertConfig {
