@@ -103,6 +103,19 @@ fn bolt(arcade: &Arcade) -> BoltKnowledgeGraph {
     })
 }
 
+/// A doctor on the embedded defaults: sessions in memory, the graph from `data/`.
+fn embedded(models: &Models) -> Doctor {
+    let lexicon = lexicon();
+    let graph = Arc::new(EmbeddedGraph::new(&lexicon));
+    Doctor::new(
+        models.client(),
+        Arc::new(MemoryStore::default()),
+        graph,
+        lexicon,
+        Duration::from_secs(600),
+    )
+}
+
 fn lexicon() -> Arc<Lexicon> {
     Arc::new(Lexicon::shipped().unwrap())
 }
@@ -348,16 +361,7 @@ async fn a_conversation_on_redis_and_a_bolt_graph() {
 async fn the_same_conversation_on_the_embedded_defaults() {
     let models = Models::start();
     models.ready().await;
-    let lexicon = lexicon();
-    let graph = Arc::new(EmbeddedGraph::new(&lexicon));
-    let doctor = Doctor::new(
-        models.client(),
-        Arc::new(MemoryStore::default()),
-        graph,
-        lexicon,
-        Duration::from_secs(600),
-    );
-    conversation(&serve(doctor).await, "bob").await;
+    conversation(&serve(embedded(&models)).await, "bob").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,16 +418,7 @@ fn text_message(from: &str, content: &str) -> String {
 async fn the_wechat_webhook_checks_signatures_and_answers_in_xml() {
     let models = Models::start();
     models.ready().await;
-    let lexicon = lexicon();
-    let graph = Arc::new(EmbeddedGraph::new(&lexicon));
-    let facade = serve(Doctor::new(
-        models.client(),
-        Arc::new(MemoryStore::default()),
-        graph,
-        lexicon,
-        Duration::from_secs(600),
-    ))
-    .await;
+    let facade = serve(embedded(&models)).await;
     let http = &facade.http;
 
     // Server verification: echo echostr only when the signature matches.
@@ -572,16 +567,7 @@ async fn the_wechat_webhook_checks_signatures_and_answers_in_xml() {
 async fn the_chat_api_rejects_bad_requests_clearly() {
     let models = Models::start();
     models.ready().await;
-    let lexicon = lexicon();
-    let graph = Arc::new(EmbeddedGraph::new(&lexicon));
-    let facade = serve(Doctor::new(
-        models.client(),
-        Arc::new(MemoryStore::default()),
-        graph,
-        lexicon,
-        Duration::from_secs(600),
-    ))
-    .await;
+    let facade = serve(embedded(&models)).await;
     let post = |body: String| {
         let request = facade
             .http
@@ -750,16 +736,7 @@ async fn graph_down_says_so_and_recovers() {
 async fn model_server_down_says_so_and_recovers() {
     let mut models = Models::start();
     models.ready().await;
-    let lexicon = lexicon();
-    let graph = Arc::new(EmbeddedGraph::new(&lexicon));
-    let facade = serve(Doctor::new(
-        models.client(),
-        Arc::new(MemoryStore::default()),
-        graph,
-        lexicon,
-        Duration::from_secs(600),
-    ))
-    .await;
+    let facade = serve(embedded(&models)).await;
 
     facade.chat("frank", "我这两天咳嗽，还有点发烧").await;
     models.stop();

@@ -10,7 +10,7 @@ use candle_serving::corpus::{ner::Split, Lexicon};
 use candle_serving::models::bert::config::{BertConfig, HiddenAct};
 use candle_serving::models::bert::folder::train_wordpiece;
 use candle_serving::models::bert::train::{
-    train_classifier, ClassifierOptions, Example, Progress, Start,
+    train_classifier, ClassifierOptions, Example, Progress, Start, TrainedClassifier,
 };
 use candle_serving::proto::tensorflow::serving::{
     input, ClassificationRequest, ExampleList, Input,
@@ -200,6 +200,23 @@ fn pairs(split: Split, seed: u64, count: usize) -> Vec<Example> {
         .collect()
 }
 
+/// Trains a relevance classifier and returns it with the loss of every step.
+fn train_recording_losses(
+    start: Start,
+    train: &[Example],
+    dev: &[Example],
+    options: &ClassifierOptions,
+) -> (TrainedClassifier, Vec<f32>) {
+    let mut losses = Vec::new();
+    let trained = train_classifier(start, &LABELS, train, dev, options, |p| {
+        if let Progress::Step { loss, .. } = p {
+            losses.push(loss);
+        }
+    })
+    .unwrap();
+    (trained, losses)
+}
+
 /// (per-step losses, dev accuracy, the first weights' values) of a short fresh run.
 fn short_run(seed: u64) -> (Vec<f32>, f64, Vec<f32>) {
     let train = pairs(Split::Train, 3, 96);
@@ -216,23 +233,11 @@ fn short_run(seed: u64) -> (Vec<f32>, f64, Vec<f32>) {
         seed,
         ..Default::default()
     };
-    let mut losses = Vec::new();
-    let trained = train_classifier(
-        Start::Fresh {
-            config: tiny_fresh(&tokenizer),
-            tokenizer,
-        },
-        &LABELS,
-        &train,
-        &dev,
-        &options,
-        |p| {
-            if let Progress::Step { loss, .. } = p {
-                losses.push(loss);
-            }
-        },
-    )
-    .unwrap();
+    let start = Start::Fresh {
+        config: tiny_fresh(&tokenizer),
+        tokenizer,
+    };
+    let (trained, losses) = train_recording_losses(start, &train, &dev, &options);
     let first = trained
         .varmap
         .data()
@@ -331,20 +336,8 @@ fn fine_tuning_the_real_minilm_lowers_the_loss_and_beats_chance() {
         seed: 1,
         ..Default::default()
     };
-    let mut losses = Vec::new();
-    let trained = train_classifier(
-        Start::Pretrained(minilm_dir()),
-        &LABELS,
-        &train,
-        &dev,
-        &options,
-        |p| {
-            if let Progress::Step { loss, .. } = p {
-                losses.push(loss);
-            }
-        },
-    )
-    .unwrap();
+    let (trained, losses) =
+        train_recording_losses(Start::Pretrained(minilm_dir()), &train, &dev, &options);
     let n = losses.len();
     assert_eq!(n, 12);
     let early = losses[..4].iter().sum::<f32>() / 4.0;

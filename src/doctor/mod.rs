@@ -110,29 +110,55 @@ impl Doctor {
             }
             _ => None,
         };
-        let carried: Vec<String> = match (&previous, related) {
-            (Some(p), Some(true) | None) => p.symptoms.clone(),
+        let continues = matches!((&previous, related), (Some(_), Some(true) | None));
+        let carried = match (&previous, continues) {
+            (Some(p), true) => p.symptoms.clone(),
             _ => Vec::new(),
         };
+        let (symptoms, diseases, reply) = self.answer(user, text, carried, &mut degraded).await;
 
+        let turns = match &previous {
+            Some(p) if continues => p.turns + 1,
+            _ => 1,
+        };
+        let session = Session {
+            last_message: text.to_string(),
+            symptoms: symptoms.clone(),
+            turns,
+        };
+        if let Err(e) = self.sessions.save(user, &session, self.session_ttl).await {
+            tracing::warn!(user, error = %e, "could not save the session");
+            // Once the load has failed, the store being down is already reported.
+            if history {
+                degraded.push(e.to_string());
+            }
+        }
+        ChatReply {
+            reply,
+            symptoms,
+            diseases,
+            related,
+            session: SessionInfo { turns, history },
+            degraded,
+        }
+    }
+
+    /// The symptoms of the conversation (`carried` plus those in `text`), the diseases
+    /// that explain them, and the reply; a failing dependency is added to `degraded` and
+    /// answered with a fixed text.
+    async fn answer(
+        &self,
+        user: &str,
+        text: &str,
+        carried: Vec<String>,
+        degraded: &mut Vec<String>,
+    ) -> (Vec<String>, Vec<DiseaseMatch>, String) {
         let mentions = match self.models.entities(text).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(user, error = %e, "tagger unavailable");
                 degraded.push(e.to_string());
-                return self
-                    .finish(
-                        user,
-                        text,
-                        carried,
-                        Vec::new(),
-                        related,
-                        previous,
-                        history,
-                        degraded,
-                        Some(reply::MODELS_DOWN),
-                    )
-                    .await;
+                return (carried, Vec::new(), reply::MODELS_DOWN.to_string());
             }
         };
         let mut symptoms = carried;
@@ -146,105 +172,19 @@ impl Doctor {
             }
         }
         if symptoms.is_empty() {
-            return self
-                .finish(
-                    user,
-                    text,
-                    symptoms,
-                    Vec::new(),
-                    related,
-                    previous,
-                    history,
-                    degraded,
-                    Some(reply::NO_SYMPTOMS),
-                )
-                .await;
+            return (symptoms, Vec::new(), reply::NO_SYMPTOMS.to_string());
         }
         match self.graph.diseases_for(&symptoms, TOP_DISEASES).await {
             Ok(diseases) => {
-                self.finish(
-                    user, text, symptoms, diseases, related, previous, history, degraded, None,
-                )
-                .await
+                let text = reply::diagnosis(&symptoms, &diseases, &self.lexicon);
+                (symptoms, diseases, text)
             }
             Err(e) => {
                 tracing::warn!(user, error = %e, "knowledge graph unavailable");
                 degraded.push(e.to_string());
-                let fixed = reply::graph_down(&symptoms);
-                self.finish_with(
-                    user,
-                    text,
-                    symptoms,
-                    Vec::new(),
-                    related,
-                    previous,
-                    history,
-                    degraded,
-                    fixed,
-                )
-                .await
+                let text = reply::graph_down(&symptoms);
+                (symptoms, Vec::new(), text)
             }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
-        &self,
-        user: &str,
-        text: &str,
-        symptoms: Vec<String>,
-        diseases: Vec<DiseaseMatch>,
-        related: Option<bool>,
-        previous: Option<Session>,
-        history: bool,
-        degraded: Vec<String>,
-        fixed: Option<&str>,
-    ) -> ChatReply {
-        let body = match fixed {
-            Some(f) => f.to_string(),
-            None => reply::diagnosis(&symptoms, &diseases, &self.lexicon),
-        };
-        self.finish_with(
-            user, text, symptoms, diseases, related, previous, history, degraded, body,
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn finish_with(
-        &self,
-        user: &str,
-        text: &str,
-        symptoms: Vec<String>,
-        diseases: Vec<DiseaseMatch>,
-        related: Option<bool>,
-        previous: Option<Session>,
-        history: bool,
-        mut degraded: Vec<String>,
-        body: String,
-    ) -> ChatReply {
-        let turns = match (&previous, related) {
-            (Some(p), Some(true) | None) => p.turns + 1,
-            _ => 1,
-        };
-        let session = Session {
-            last_message: text.to_string(),
-            symptoms: symptoms.clone(),
-            turns,
-        };
-        if let Err(e) = self.sessions.save(user, &session, self.session_ttl).await {
-            tracing::warn!(user, error = %e, "could not save the session");
-            if history {
-                degraded.push(e.to_string());
-            }
-        }
-        ChatReply {
-            reply: body,
-            symptoms,
-            diseases,
-            related,
-            session: SessionInfo { turns, history },
-            degraded,
         }
     }
 }
