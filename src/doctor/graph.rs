@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use neo4rs::{query, ConfigBuilder, Graph as BoltGraph};
 
+use super::connect::Reconnecting;
 use crate::corpus::Lexicon;
 
 /// A disease that explains some of the symptoms.
@@ -117,11 +118,12 @@ pub struct BoltSettings {
     pub timeout: Duration,
 }
 
-/// A Bolt server through neo4rs. Connects lazily and again after a failure, so the facade
-/// starts while the server is down and recovers when it returns.
+/// A Bolt server through neo4rs. Connects lazily and again after a failure (at most once a
+/// second, see [`Reconnecting`]), so the facade starts while the server is down and
+/// recovers when it returns.
 pub struct BoltKnowledgeGraph {
     settings: BoltSettings,
-    graph: tokio::sync::Mutex<Option<BoltGraph>>,
+    graph: Reconnecting<BoltGraph>,
 }
 
 const DISEASES_QUERY: &str = "MATCH (s:Symptom)-[:SYMPTOM_OF]->(d:Disease) WHERE s.name IN $symptoms \
@@ -132,38 +134,35 @@ impl BoltKnowledgeGraph {
     pub fn new(settings: BoltSettings) -> Self {
         BoltKnowledgeGraph {
             settings,
-            graph: tokio::sync::Mutex::new(None),
+            graph: Reconnecting::new(),
         }
     }
 
     async fn graph(&self) -> Result<BoltGraph, GraphError> {
-        let mut slot = self.graph.lock().await;
-        if let Some(g) = slot.as_ref() {
-            return Ok(g.clone());
-        }
         let s = &self.settings;
-        let mut config = ConfigBuilder::default()
-            .uri(s.url.as_str())
-            .user(s.user.as_str())
-            .password(s.password.as_str())
-            .max_connections(8);
-        if let Some(db) = &s.database {
-            config = config.db(db.as_str());
-        }
-        let config = config
-            .build()
-            .map_err(|e| GraphError(format!("invalid settings for {}: {e}", s.url)))?;
-        let graph = tokio::time::timeout(s.timeout, BoltGraph::connect(config))
-            .await
-            .map_err(|_| GraphError(format!("connecting to {} timed out", s.url)))?
-            .map_err(|e| GraphError(format!("cannot connect to {}: {e}", s.url)))?;
-        *slot = Some(graph.clone());
-        Ok(graph)
+        let connect = || async {
+            let mut config = ConfigBuilder::default()
+                .uri(s.url.as_str())
+                .user(s.user.as_str())
+                .password(s.password.as_str())
+                .max_connections(8);
+            if let Some(db) = &s.database {
+                config = config.db(db.as_str());
+            }
+            let config = config
+                .build()
+                .map_err(|e| format!("invalid settings for {}: {e}", s.url))?;
+            tokio::time::timeout(s.timeout, BoltGraph::connect(config))
+                .await
+                .map_err(|_| format!("connecting to {} timed out", s.url))?
+                .map_err(|e| format!("cannot connect to {}: {e}", s.url))
+        };
+        self.graph.get(connect).await.map_err(GraphError)
     }
 
-    /// Forgets the connection after a failure, so the next call reconnects.
+    /// Forgets the connection after a failure, so a later call reconnects.
     async fn reset(&self) {
-        *self.graph.lock().await = None;
+        self.graph.reset().await;
     }
 
     async fn query_diseases(

@@ -5,6 +5,7 @@
 //! Chinese; save the session with an expiry. Every dependency can fail: the answer then says
 //! what is unavailable, and the next message works again once it is back.
 
+mod connect;
 pub mod graph;
 pub mod models;
 pub mod reply;

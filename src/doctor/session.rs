@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use super::connect::Reconnecting;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +73,7 @@ impl SessionStore for MemoryStore {
 pub struct RedisStore {
     url: String,
     client: redis::Client,
-    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    connection: Reconnecting<redis::aio::ConnectionManager>,
     timeout: Duration,
 }
 
@@ -85,7 +87,7 @@ impl RedisStore {
         Ok(RedisStore {
             url: url.to_string(),
             client,
-            connection: tokio::sync::Mutex::new(None),
+            connection: Reconnecting::new(),
             timeout,
         })
     }
@@ -95,23 +97,19 @@ impl RedisStore {
     }
 
     async fn connection(&self) -> Result<redis::aio::ConnectionManager, StoreError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let manager = tokio::time::timeout(
-            self.timeout,
-            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| StoreError(format!("connecting to {} timed out", self.url)))?
-        .map_err(|e| StoreError(format!("cannot connect to {}: {e}", self.url)))?;
-        *slot = Some(manager.clone());
-        Ok(manager)
+        let connect = || async {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(1);
+            let manager =
+                redis::aio::ConnectionManager::new_with_config(self.client.clone(), config);
+            tokio::time::timeout(self.timeout, manager)
+                .await
+                .map_err(|_| format!("connecting to {} timed out", self.url))?
+                .map_err(|e| format!("cannot connect to {}: {e}", self.url))
+        };
+        self.connection.get(connect).await.map_err(StoreError)
     }
 }
 
