@@ -172,6 +172,15 @@ impl Facade {
             .unwrap();
         (response.status(), response.text().await.unwrap())
     }
+
+    /// Sends a signed message; asserts a 200 (WeChat never sees an error status) and
+    /// returns the text of the XML reply.
+    async fn wechat_reply(&self, xml: impl Into<reqwest::Body>) -> String {
+        let (status, body) = self.wechat(TOKEN, xml).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let answer = wechat::parse(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        answer.content.unwrap_or_default()
+    }
 }
 
 fn symptoms(answer: &Value) -> BTreeSet<String> {
@@ -479,21 +488,9 @@ async fn the_wechat_webhook_checks_signatures_and_answers_in_xml() {
 
     // Following gets a welcome; other kinds of message a polite text reply.
     let subscribe = "<xml><ToUserName>gh_doctor</ToUserName><FromUserName>o_new</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>subscribe</Event></xml>";
-    assert_eq!(
-        wechat::parse(&facade.wechat(TOKEN, subscribe).await.1)
-            .unwrap()
-            .content
-            .as_deref(),
-        Some(reply::WELCOME)
-    );
+    assert_eq!(facade.wechat_reply(subscribe).await, reply::WELCOME);
     let image = "<xml><ToUserName>gh_doctor</ToUserName><FromUserName>o_user1</FromUserName><CreateTime>1</CreateTime><MsgType>image</MsgType><PicUrl>http://x/y.png</PicUrl><MediaId>m</MediaId></xml>";
-    assert_eq!(
-        wechat::parse(&facade.wechat(TOKEN, image).await.1)
-            .unwrap()
-            .content
-            .as_deref(),
-        Some(reply::TEXT_ONLY)
-    );
+    assert_eq!(facade.wechat_reply(image).await, reply::TEXT_ONLY);
 
     // Entity expansion is refused: no reply content, nothing read from disk.
     let xxe = "<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><xml><ToUserName>gh_doctor</ToUserName><FromUserName>o_x</FromUserName><MsgType>text</MsgType><Content>&e;</Content></xml>";
@@ -536,13 +533,7 @@ async fn the_wechat_webhook_checks_signatures_and_answers_in_xml() {
         (StatusCode::OK, "success".into())
     );
     let empty = text_message("o_user2", "   ");
-    assert_eq!(
-        wechat::parse(&facade.wechat(TOKEN, empty).await.1)
-            .unwrap()
-            .content
-            .as_deref(),
-        Some(reply::NO_SYMPTOMS)
-    );
+    assert_eq!(facade.wechat_reply(empty).await, reply::NO_SYMPTOMS);
 
     // A huge body is refused before it is read.
     let huge = text_message("o_user3", &"头痛".repeat(40_000));
@@ -552,14 +543,9 @@ async fn the_wechat_webhook_checks_signatures_and_answers_in_xml() {
     );
 
     // And it still answers.
-    let (status, body) = facade
-        .wechat(TOKEN, text_message("o_user4", "肚子疼"))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(wechat::parse(&body)
-        .unwrap()
-        .content
-        .unwrap()
+    assert!(facade
+        .wechat_reply(text_message("o_user4", "肚子疼"))
+        .await
         .contains("腹痛"));
 }
 
@@ -653,12 +639,9 @@ async fn redis_down_answers_without_history_and_recovers() {
         blind["reply"].as_str().unwrap().contains("可能的疾病"),
         "still answered: {blind}"
     );
-    let (status, body) = facade.wechat(TOKEN, text_message("dave", "头痛")).await;
-    assert_eq!(status, StatusCode::OK, "WeChat never sees a 500");
-    assert!(wechat::parse(&body)
-        .unwrap()
-        .content
-        .unwrap()
+    assert!(facade
+        .wechat_reply(text_message("dave", "头痛"))
+        .await
         .contains("头痛"));
 
     redis.restart();
@@ -713,12 +696,9 @@ async fn graph_down_says_so_and_recovers() {
         symptoms(&down).contains("发热"),
         "the symptoms are still understood: {down}"
     );
-    let (status, body) = facade.wechat(TOKEN, text_message("erin2", "头痛")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(wechat::parse(&body)
-        .unwrap()
-        .content
-        .unwrap()
+    assert!(facade
+        .wechat_reply(text_message("erin2", "头痛"))
+        .await
         .contains("知识库暂时不可用"));
 
     let restart = tokio::task::spawn_blocking(move || {
@@ -750,11 +730,9 @@ async fn model_server_down_says_so_and_recovers() {
             .any(|d| d.as_str().unwrap().contains("model server")),
         "{down}"
     );
-    let (status, body) = facade.wechat(TOKEN, text_message("frank", "头痛")).await;
-    assert_eq!(status, StatusCode::OK, "WeChat never sees a 500");
     assert_eq!(
-        wechat::parse(&body).unwrap().content.as_deref(),
-        Some(reply::MODELS_DOWN)
+        facade.wechat_reply(text_message("frank", "头痛")).await,
+        reply::MODELS_DOWN
     );
 
     let models = tokio::task::spawn_blocking(move || {

@@ -7,7 +7,7 @@ mod common;
 
 use candle_serving::corpus::relevance::{PairGenerator, LABELS};
 use candle_serving::corpus::{ner::Split, Lexicon};
-use candle_serving::models::bert::config::{BertConfig, HiddenAct};
+use candle_serving::models::bert::config::BertConfig;
 use candle_serving::models::bert::folder::train_wordpiece;
 use candle_serving::models::bert::train::{
     train_classifier, ClassifierOptions, Example, Progress, Start, TrainedClassifier,
@@ -166,25 +166,8 @@ fn the_chinese_tokenizer_round_trips() {
 }
 
 fn tiny_fresh(tokenizer: &Tokenizer) -> BertConfig {
-    BertConfig {
-        architectures: vec![],
-        model_type: "bert".into(),
-        vocab_size: tokenizer.get_vocab_size(true),
-        hidden_size: 32,
-        num_hidden_layers: 1,
-        num_attention_heads: 2,
-        intermediate_size: 64,
-        hidden_act: HiddenAct::Gelu,
-        hidden_dropout_prob: 0.1,
-        attention_probs_dropout_prob: 0.1,
-        max_position_embeddings: 64,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        pad_token_id: tokenizer.token_to_id("[PAD]").unwrap(),
-        position_embedding_type: "absolute".into(),
-        id2label: None,
-        label2id: None,
-    }
+    let pad = tokenizer.token_to_id("[PAD]").unwrap();
+    BertConfig::fresh(tokenizer.get_vocab_size(true), 32, 1, 2, 64, pad)
 }
 
 fn pairs(split: Split, seed: u64, count: usize) -> Vec<Example> {

@@ -12,13 +12,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use candle_serving::models::train::publish_version;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use candle_serving::corpus::ner::Split;
 use candle_serving::corpus::relevance::{PairGenerator, LABELS};
 use candle_serving::corpus::Lexicon;
-use candle_serving::models::bert::config::{BertConfig, HiddenAct};
+use candle_serving::models::bert::config::BertConfig;
 use candle_serving::models::bert::folder::train_wordpiece;
 use candle_serving::models::bert::train::{
     train_classifier, ClassifierOptions, Example, Progress, Start,
@@ -241,25 +242,14 @@ fn main() -> anyhow::Result<()> {
                         .iter()
                         .flat_map(|e| std::iter::once(e.text.clone()).chain(e.pair.clone()));
                     let tokenizer = train_wordpiece(texts, vocab_size, true, max_len)?;
-                    let config = BertConfig {
-                        architectures: vec![],
-                        model_type: "bert".into(),
-                        vocab_size: tokenizer.get_vocab_size(true),
-                        hidden_size: hidden,
-                        num_hidden_layers: layers,
-                        num_attention_heads: heads,
-                        intermediate_size: 4 * hidden,
-                        hidden_act: HiddenAct::Gelu,
-                        hidden_dropout_prob: 0.1,
-                        attention_probs_dropout_prob: 0.1,
-                        max_position_embeddings: max_len.max(16),
-                        type_vocab_size: 2,
-                        layer_norm_eps: 1e-12,
-                        pad_token_id: tokenizer.token_to_id("[PAD]").unwrap_or(0),
-                        position_embedding_type: "absolute".into(),
-                        id2label: None,
-                        label2id: None,
-                    };
+                    let config = BertConfig::fresh(
+                        tokenizer.get_vocab_size(true),
+                        hidden,
+                        layers,
+                        heads,
+                        max_len.max(16),
+                        tokenizer.token_to_id("[PAD]").unwrap_or(0),
+                    );
                     println!(
                         "WordPiece vocabulary of {} tokens learnt from the training texts",
                         config.vocab_size
@@ -331,14 +321,6 @@ fn main() -> anyhow::Result<()> {
                 "held-out test accuracy {test_accuracy:.4} (best epoch {}, dev {:.4})",
                 trained.best_epoch, trained.best_dev_accuracy
             );
-            let tmp = out.with_file_name(format!(
-                ".{}.tmp",
-                out.file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("version")
-            ));
-            let _ = std::fs::remove_dir_all(&tmp);
-            trained.write(&tmp)?;
             let record = serde_json::json!({
                 "trainer": "train_classifier",
                 "start": if fine_tuning { "pretrained" } else { "fresh" },
@@ -349,12 +331,7 @@ fn main() -> anyhow::Result<()> {
                 "test_accuracy": test_accuracy,
                 "training_seconds": seconds,
             });
-            std::fs::write(
-                tmp.join("training.json"),
-                serde_json::to_string_pretty(&record)?,
-            )?;
-            std::fs::rename(&tmp, &out)
-                .with_context(|| format!("moving the model into {}", out.display()))?;
+            publish_version(&out, &record, |dir| trained.write(dir))?;
             println!("wrote {} in {seconds:.0} s", out.display());
         }
         Command::Evaluate {

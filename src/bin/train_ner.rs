@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use candle_serving::models::train::publish_version;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -232,14 +233,6 @@ fn main() -> anyhow::Result<()> {
                 &format!("held-out test (best epoch {}):", trained.best_epoch),
                 &test,
             );
-            let tmp = out.with_file_name(format!(
-                ".{}.tmp",
-                out.file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("version")
-            ));
-            let _ = std::fs::remove_dir_all(&tmp);
-            trained.write(&tmp)?;
             let record = serde_json::json!({
                 "trainer": "train_ner",
                 "seed": corpus.seed,
@@ -250,12 +243,7 @@ fn main() -> anyhow::Result<()> {
                 "training_seconds": train_seconds,
                 "threads": threads,
             });
-            std::fs::write(
-                tmp.join("training.json"),
-                serde_json::to_string_pretty(&record)?,
-            )?;
-            std::fs::rename(&tmp, &out)
-                .with_context(|| format!("moving the model into {}", out.display()))?;
+            publish_version(&out, &record, |dir| trained.write(dir))?;
             println!("wrote {} in {:.0} s", out.display(), train_seconds);
         }
         Command::Evaluate {

@@ -28,6 +28,15 @@ pub fn split_of(index: usize) -> Split {
     }
 }
 
+/// The entries of `list` that belong to `split` (by position, as [`split_of`] says).
+pub fn in_split<T: Copy>(list: &[T], split: Split) -> Vec<T> {
+    list.iter()
+        .enumerate()
+        .filter(|(i, _)| split_of(*i) == split)
+        .map(|(_, t)| *t)
+        .collect()
+}
+
 // Sentences are built from one to four clauses joined by connectors. Slots: `{S}` symptom,
 // `{N}` a symptom the sentence denies (labelled O), `{D}` disease, `{T}` duration, `{P}` who,
 // `{A}` degree or frequency, `{W}` when. Every list is split between train, dev and test by
@@ -467,13 +476,7 @@ impl<'a> Generator<'a> {
 
     /// `count` sentences made only of the clauses (and chit-chat lines) of `split`.
     pub fn corpus(&mut self, split: Split, count: usize) -> Vec<Sample> {
-        let of = |list: &[&'static str]| -> Vec<&'static str> {
-            list.iter()
-                .enumerate()
-                .filter(|(i, _)| split_of(*i) == split)
-                .map(|(_, t)| *t)
-                .collect()
-        };
+        let of = |list: &[&'static str]| in_split(list, split);
         let pools = [
             (0.55, of(SYMPTOM_CLAUSES)),
             (0.15, of(NEGATION_CLAUSES)),
@@ -663,12 +666,7 @@ mod tests {
             DISEASE_CLAUSES,
             CONTEXT_CLAUSES,
         ] {
-            let count = |split| {
-                list.iter()
-                    .enumerate()
-                    .filter(|(i, _)| split_of(*i) == split)
-                    .count()
-            };
+            let count = |split| in_split(list, split).len();
             assert!(count(Split::Train) >= 20 && count(Split::Dev) >= 2 && count(Split::Test) >= 5);
         }
         // The same seed gives the same corpus.

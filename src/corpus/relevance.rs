@@ -17,7 +17,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use super::lexicon::Lexicon;
-use super::ner::{split_of, Split};
+use super::ner::{in_split, Split};
 
 /// Class names in id order, as the shipped model's `id2label`.
 pub const LABELS: [&str; 2] = ["unrelated", "related"];
@@ -573,13 +573,7 @@ impl<'a> PairGenerator<'a> {
 
     /// `count` pairs built from the parts of `split`, alternating related and unrelated.
     pub fn corpus(&mut self, split: Split, count: usize) -> Vec<Pair> {
-        let of = |list: &[&'static str]| -> Vec<&'static str> {
-            list.iter()
-                .enumerate()
-                .filter(|(i, _)| split_of(*i) == split)
-                .map(|(_, t)| *t)
-                .collect()
-        };
+        let of = |list: &[&'static str]| in_split(list, split);
         let parts = Parts {
             first: of(FIRST_BODIES),
             symptom: of(SYMPTOM_SECONDS),
@@ -747,21 +741,11 @@ mod tests {
             PLACE_QUESTIONS,
             SOCIAL,
         ] {
-            let count = |split| {
-                list.iter()
-                    .enumerate()
-                    .filter(|(i, _)| split_of(*i) == split)
-                    .count()
-            };
+            let count = |split| in_split(list, split).len();
             assert!(count(Split::Train) >= 14 && count(Split::Dev) >= 2 && count(Split::Test) >= 4);
         }
         // A social line of the test split never appears in training pairs.
-        let test_only = SOCIAL
-            .iter()
-            .enumerate()
-            .find(|(i, _)| split_of(*i) == Split::Test)
-            .unwrap()
-            .1;
+        let test_only = in_split(SOCIAL, Split::Test)[0];
         assert!(!pairs.iter().any(|p| p
             .second
             .trim_end_matches(['。', '？', '！', '?', '…', '~'])

@@ -1,5 +1,7 @@
 //! What every trainer here shares: variables in a fixed order (so runs repeat exactly),
-//! gradient clipping, and keeping the best weights seen on the dev set.
+//! gradient clipping, keeping the best weights seen on the dev set, and publishing the result.
+
+use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
@@ -69,6 +71,76 @@ impl Snapshot {
         }
         Ok(())
     }
+}
+
+/// Early stopping on a dev score: keeps the weights of the best epoch so far and says when
+/// `patience` epochs in a row have not improved on it.
+pub struct EarlyStopping<R> {
+    patience: usize,
+    best: Option<(usize, R, Snapshot)>,
+    since_best: usize,
+}
+
+impl<R> EarlyStopping<R> {
+    pub fn new(patience: usize) -> Self {
+        EarlyStopping {
+            patience,
+            best: None,
+            since_best: 0,
+        }
+    }
+
+    /// Records `epoch`'s dev result, snapshotting the weights when `better(result, best)`
+    /// (or it is the first). Returns whether training should stop.
+    pub fn record(
+        &mut self,
+        epoch: usize,
+        result: R,
+        better: impl FnOnce(&R, &R) -> bool,
+        varmap: &VarMap,
+    ) -> Result<bool> {
+        if self
+            .best
+            .as_ref()
+            .is_none_or(|(_, best, _)| better(&result, best))
+        {
+            self.best = Some((epoch, result, Snapshot::take(varmap)?));
+            self.since_best = 0;
+        } else {
+            self.since_best += 1;
+        }
+        Ok(self.since_best >= self.patience)
+    }
+
+    /// Puts the best epoch's weights back; returns that epoch and its dev result.
+    pub fn restore_best(self, varmap: &VarMap) -> anyhow::Result<(usize, R)> {
+        let (epoch, result, snapshot) = self.best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
+        snapshot.restore(varmap)?;
+        Ok((epoch, result))
+    }
+}
+
+/// Publishes a trained version at `out` the way the server expects: `write` fills a hidden
+/// sibling folder, `training.json` records how it was made, and one rename makes it appear
+/// whole, so a server watching the repository never loads a half-written version.
+pub fn publish_version(
+    out: &Path,
+    record: &serde_json::Value,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("version");
+    let tmp = out.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    write(&tmp)?;
+    std::fs::write(
+        tmp.join("training.json"),
+        serde_json::to_string_pretty(record)?,
+    )?;
+    std::fs::rename(&tmp, out).with_context(|| format!("moving the model into {}", out.display()))
 }
 
 /// Precision, recall and F1 of one class of predictions.

@@ -69,6 +69,37 @@ fn default_position_type() -> String {
 }
 
 impl BertConfig {
+    /// A fresh encoder of this shape with BERT's usual settings (GELU, dropout 0.1, feed-forward
+    /// 4× the hidden size, absolute positions), for training from scratch.
+    pub fn fresh(
+        vocab_size: usize,
+        hidden_size: usize,
+        num_hidden_layers: usize,
+        num_attention_heads: usize,
+        max_position_embeddings: usize,
+        pad_token_id: u32,
+    ) -> Self {
+        BertConfig {
+            architectures: vec![],
+            model_type: default_model_type(),
+            vocab_size,
+            hidden_size,
+            num_hidden_layers,
+            num_attention_heads,
+            intermediate_size: 4 * hidden_size,
+            hidden_act: default_act(),
+            hidden_dropout_prob: default_dropout(),
+            attention_probs_dropout_prob: default_dropout(),
+            max_position_embeddings,
+            type_vocab_size: default_type_vocab(),
+            layer_norm_eps: default_eps(),
+            pad_token_id,
+            position_embedding_type: default_position_type(),
+            id2label: None,
+            label2id: None,
+        }
+    }
+
     /// Checks what the loader relies on, so a bad config fails at load time with a message
     /// instead of a shape error on the first request.
     pub fn validate(&self) -> Result<(), String> {

@@ -20,7 +20,7 @@ use super::folder::write_version_folder;
 use super::model::{batch_tensor, linear, Bert, Dropout, Mode, TrainRng};
 use super::tokenize::{TextEncoder, TokenBatch};
 use crate::models::init::{bert_init, init_seeded};
-use crate::models::train::{clip_grad_norm, sorted_vars, Snapshot};
+use crate::models::train::{clip_grad_norm, sorted_vars, EarlyStopping};
 
 /// One training example: a text, an optional second text, and its class id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,8 +294,8 @@ pub fn train_classifier(
     let dropout_rng = TrainRng::new(options.seed.wrapping_add(1));
     let mut order_rng = StdRng::seed_from_u64(options.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let (mut best, mut best_epoch, mut since_best, mut global_step) =
-        (None::<(f64, Snapshot)>, 0, 0, 0);
+    let mut stopping = EarlyStopping::new(options.patience);
+    let mut global_step = 0;
 
     for epoch in 1..=options.epochs {
         order.shuffle(&mut order_rng);
@@ -342,19 +342,11 @@ pub fn train_classifier(
             mean_loss: loss_sum / steps_per_epoch as f32,
             dev_accuracy,
         });
-        if best.as_ref().is_none_or(|(b, _)| dev_accuracy > *b) {
-            best = Some((dev_accuracy, Snapshot::take(&varmap)?));
-            best_epoch = epoch;
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= options.patience {
-                break;
-            }
+        if stopping.record(epoch, dev_accuracy, |a, b| a > b, &varmap)? {
+            break;
         }
     }
-    let (best_dev_accuracy, snapshot) = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
-    snapshot.restore(&varmap)?;
+    let (best_epoch, best_dev_accuracy) = stopping.restore_best(&varmap)?;
     Ok(TrainedClassifier {
         config,
         tokenizer,

@@ -16,7 +16,7 @@ use super::network::{BiLstmCrf, TaggerConfig};
 use super::text::{entities, CharVocab, Entity};
 use crate::corpus::ner::Sample;
 use crate::models::init::{init_seeded, Init};
-use crate::models::train::{clip_grad_norm, sorted_vars, Score, Snapshot};
+use crate::models::train::{clip_grad_norm, sorted_vars, EarlyStopping, Score};
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -195,7 +195,7 @@ pub fn train(
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let steps = train.len().div_ceil(options.batch_size);
-    let (mut best, mut best_epoch, mut since_best) = (None::<(Report, Snapshot)>, 0, 0);
+    let mut stopping = EarlyStopping::new(options.patience);
 
     for epoch in 1..=options.epochs {
         order.shuffle(&mut rng);
@@ -254,22 +254,12 @@ pub fn train(
             mean_loss: loss_sum / steps as f32,
             dev: dev_report.clone(),
         });
-        let improved = best
-            .as_ref()
-            .is_none_or(|(b, _)| dev_report.overall.f1 > b.overall.f1);
-        if improved {
-            best = Some((dev_report, Snapshot::take(&varmap)?));
-            best_epoch = epoch;
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= options.patience {
-                break;
-            }
+        let better = |a: &Report, b: &Report| a.overall.f1 > b.overall.f1;
+        if stopping.record(epoch, dev_report, better, &varmap)? {
+            break;
         }
     }
-    let (best_dev, snapshot) = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
-    snapshot.restore(&varmap)?;
+    let (best_epoch, best_dev) = stopping.restore_best(&varmap)?;
     Ok(Trained {
         config,
         vocab,
