@@ -3,18 +3,19 @@
 
 pub mod config;
 pub mod folder;
+mod kernels;
 pub mod model;
 pub mod tokenize;
 pub mod train;
 
 use std::path::Path;
 
-use candle_core::{DType as CDType, Device, Module, Tensor as CTensor, D};
+use candle_core::{Device, Module, Tensor as CTensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
 use self::config::BertConfig;
-use self::model::{batch_tensor, Bert, Mode};
+use self::model::{Bert, Mode};
 use self::tokenize::{input_specs, tokens_from_inputs, IdLimits, TextEncoder, TokenBatch};
 use super::{open_weights, read_json, LoadError};
 use crate::servable::{
@@ -75,13 +76,13 @@ impl Encoder {
         })
     }
 
-    /// Tokens and last hidden state of a request. Returns the mask tensor too, for pooling.
-    fn hidden(&self, inputs: &Inputs) -> Result<(CTensor, CTensor), ServableError> {
+    /// The last hidden state of a request's tokens, packed without padding
+    /// (`[tokens, hidden]`), and where each sequence's tokens start and end.
+    fn hidden(&self, inputs: &Inputs) -> Result<(CTensor, Vec<usize>), ServableError> {
         let tokens: TokenBatch = tokens_from_inputs(inputs, &self.text, &self.limits)?;
-        let t = |v: &[u32]| batch_tensor(v, tokens.batch, tokens.len, &self.device);
-        let (ids, type_ids, mask) = (t(&tokens.ids)?, t(&tokens.type_ids)?, t(&tokens.mask)?);
-        let hidden = self.bert.forward(&ids, &type_ids, &mask, None)?;
-        Ok((hidden, mask))
+        let packed = tokens.pack()?;
+        let hidden = self.bert.forward_packed(&packed, &self.device)?;
+        Ok((hidden, packed.bounds))
     }
 }
 
@@ -126,35 +127,47 @@ impl Pooling {
         .count()
     }
 
-    /// `[batch, len, hidden]` → `[batch, hidden × modes]`, concatenated in
+    /// Packed token vectors (`[tokens, dim]` row-major, sequence `i` at rows
+    /// `bounds[i]..bounds[i + 1]`) → `[batch, dim × modes]`, concatenated in
     /// sentence-transformers' order (cls, max, mean, mean-sqrt-len).
-    fn pool(&self, hidden: &CTensor, mask: &CTensor) -> candle_core::Result<CTensor> {
-        let mask = mask.to_dtype(CDType::F32)?.unsqueeze(2)?;
-        let mut parts = Vec::new();
-        if self.pooling_mode_cls_token {
-            parts.push(hidden.narrow(1, 0, 1)?.squeeze(1)?);
-        }
-        if self.pooling_mode_max_tokens {
-            let masked = hidden.broadcast_add(&((&mask - 1.0)? * 1e9)?)?;
-            parts.push(masked.max(1)?);
-        }
-        if self.pooling_mode_mean_tokens || self.pooling_mode_mean_sqrt_len_tokens {
-            let sum = hidden.broadcast_mul(&mask)?.sum(1)?;
-            let count = mask.sum(1)?;
-            if self.pooling_mode_mean_tokens {
-                parts.push(sum.broadcast_div(&count)?);
+    fn pool(&self, hidden: &[f32], dim: usize, bounds: &[usize]) -> Vec<f32> {
+        let mut out = Vec::with_capacity((bounds.len() - 1) * dim * self.modes());
+        for w in bounds.windows(2) {
+            let rows = &hidden[w[0] * dim..w[1] * dim];
+            let count = (w[1] - w[0]) as f32;
+            if self.pooling_mode_cls_token {
+                out.extend_from_slice(&rows[..dim]);
             }
-            if self.pooling_mode_mean_sqrt_len_tokens {
-                parts.push(sum.broadcast_div(&count.sqrt()?)?);
+            if self.pooling_mode_max_tokens {
+                let mut max = vec![f32::NEG_INFINITY; dim];
+                for row in rows.chunks_exact(dim) {
+                    max.iter_mut().zip(row).for_each(|(m, &x)| *m = m.max(x));
+                }
+                out.extend(max);
+            }
+            if self.pooling_mode_mean_tokens || self.pooling_mode_mean_sqrt_len_tokens {
+                let mut sum = vec![0f32; dim];
+                for row in rows.chunks_exact(dim) {
+                    sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
+                }
+                if self.pooling_mode_mean_tokens {
+                    out.extend(sum.iter().map(|s| s / count));
+                }
+                if self.pooling_mode_mean_sqrt_len_tokens {
+                    out.extend(sum.iter().map(|s| s / count.sqrt()));
+                }
             }
         }
-        CTensor::cat(&parts, 1)
+        out
     }
 }
 
-fn l2_normalize(xs: &CTensor) -> candle_core::Result<CTensor> {
-    let norm = xs.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
-    xs.broadcast_div(&norm)
+/// Scales each `dim`-long row to unit length.
+fn l2_normalize(values: &mut [f32], dim: usize) {
+    for row in values.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
 }
 
 /// Whether sentence-transformers would L2-normalise: a `2_Normalize` folder, or a
@@ -223,13 +236,14 @@ impl Servable for EmbeddingServable {
     }
 
     fn run(&self, _signature: &str, inputs: &Inputs) -> Result<Outputs, ServableError> {
-        let (hidden, mask) = self.encoder.hidden(inputs)?;
-        let mut pooled = self.pooling.pool(&hidden, &mask)?;
+        let (hidden, bounds) = self.encoder.hidden(inputs)?;
+        let width = hidden.dim(1)?;
+        let hidden = hidden.flatten_all()?.to_vec1::<f32>()?;
+        let mut values = self.pooling.pool(&hidden, width, &bounds);
+        let (batch, dim) = (bounds.len() - 1, width * self.pooling.modes());
         if self.normalize {
-            pooled = l2_normalize(&pooled)?;
+            l2_normalize(&mut values, dim);
         }
-        let (batch, dim) = pooled.dims2()?;
-        let values = pooled.flatten_all()?.to_vec1::<f32>()?;
         let embeddings = Tensor::new(vec![batch, dim], TensorData::Float(values))
             .map_err(|e| ServableError::Internal(e.to_string()))?;
         Ok(Outputs::from([("embeddings".to_string(), embeddings)]))
@@ -294,8 +308,13 @@ impl Servable for ClassifierServable {
     }
 
     fn run(&self, _signature: &str, inputs: &Inputs) -> Result<Outputs, ServableError> {
-        let (hidden, _mask) = self.encoder.hidden(inputs)?;
-        let pooled = self.encoder.bert.pool(&hidden)?;
+        let (hidden, bounds) = self.encoder.hidden(inputs)?;
+        let starts: Vec<u32> = bounds[..bounds.len() - 1].iter().map(|&s| s as u32).collect();
+        let first = hidden.index_select(
+            &CTensor::from_slice(&starts, starts.len(), &self.encoder.device)?,
+            0,
+        )?;
+        let pooled = self.encoder.bert.pool_first(&first)?;
         let logits = self.classifier.forward(&pooled)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
         let (batch, classes) = probs.dims2()?;

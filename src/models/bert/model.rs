@@ -12,6 +12,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::config::{BertConfig, HiddenAct};
+use super::kernels;
+use super::tokenize::Packed;
 
 /// Standard deviation of BERT's weight initialisation, used when training from scratch.
 const INIT_STD: f64 = 0.02;
@@ -179,13 +181,81 @@ impl Embeddings {
             .broadcast_add(&self.position.forward(&positions)?)?;
         self.dropout.forward(&self.norm.forward(&xs)?, rng)
     }
+
+    /// `[tokens, hidden]` for packed tokens with their own positions.
+    fn forward_packed(&self, packed: &Packed, device: &Device) -> Result<Tensor> {
+        let t = |v: &[u32]| Tensor::from_slice(v, v.len(), device);
+        let xs = self
+            .word
+            .forward(&t(&packed.ids)?)?
+            .add(&self.token_type.forward(&t(&packed.type_ids)?)?)?
+            .add(&self.position.forward(&t(&packed.positions)?)?)?;
+        self.norm.forward(&xs)
+    }
+}
+
+/// A dense layer in the form each mode wants.
+enum Dense {
+    /// candle's `Linear` (`x · Wᵀ + b`), which backpropagates.
+    Train(Linear),
+    /// `Wᵀ` stored contiguous, `[in, out]`, so a forward is one plain 2-D GEMM over every
+    /// token of the batch. `Linear` multiplies each item separately by a transposed view.
+    Infer { weight_t: Tensor, bias: Tensor },
+}
+
+impl Dense {
+    /// One layer from `parts` laid side by side along the output (one part: itself).
+    fn new(parts: Vec<Linear>, mode: Mode) -> Result<Self> {
+        if mode == Mode::Trainable && parts.len() == 1 {
+            return Ok(Dense::Train(parts.into_iter().next().expect("one part")));
+        }
+        let weights: Vec<Tensor> = parts.iter().map(|l| l.weight().clone()).collect();
+        let biases = parts
+            .iter()
+            .map(|l| {
+                l.bias()
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg("a BERT dense layer has a bias".into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Dense::Infer {
+            weight_t: Tensor::cat(&weights, 0)?.t()?.contiguous()?,
+            bias: Tensor::cat(&biases, 0)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Dense::Train(linear) => linear.forward(xs),
+            Dense::Infer { weight_t, bias } => {
+                let mut dims = xs.dims().to_vec();
+                let inputs = dims.pop().unwrap_or(1);
+                let rows = xs.elem_count() / inputs.max(1);
+                let out = xs
+                    .reshape((rows, inputs))?
+                    .matmul(weight_t)?
+                    .broadcast_add(bias)?;
+                dims.push(out.dim(1)?);
+                out.reshape(dims)
+            }
+        }
+    }
+}
+
+enum Projections {
+    /// Separate query, key and value layers (training).
+    Separate {
+        query: Linear,
+        key: Linear,
+        value: Linear,
+    },
+    /// One `[hidden, 3 × hidden]` layer feeding the fused attention kernel (serving).
+    Fused(Dense),
 }
 
 struct Attention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    output: Linear,
+    projections: Projections,
+    output: Dense,
     norm: LayerNorm,
     heads: usize,
     head_dim: usize,
@@ -199,11 +269,18 @@ impl Attention {
         let h = cfg.hidden_size;
         let sa = vb.pp("self");
         let out = vb.pp("output");
+        let (query, key, value) = (
+            linear(h, h, sa.pp("query"))?,
+            linear(h, h, sa.pp("key"))?,
+            linear(h, h, sa.pp("value"))?,
+        );
+        let projections = match mode {
+            Mode::Trainable => Projections::Separate { query, key, value },
+            Mode::Inference => Projections::Fused(Dense::new(vec![query, key, value], mode)?),
+        };
         Ok(Attention {
-            query: linear(h, h, sa.pp("query"))?,
-            key: linear(h, h, sa.pp("key"))?,
-            value: linear(h, h, sa.pp("value"))?,
-            output: linear(h, h, out.pp("dense"))?,
+            projections,
+            output: Dense::new(vec![linear(h, h, out.pp("dense"))?], mode)?,
             norm: LayerNorm::load(h, cfg.layer_norm_eps, mode, out.pp("LayerNorm"))?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
@@ -213,54 +290,80 @@ impl Attention {
         })
     }
 
-    /// `mask` is additive, `[batch, 1, 1, len]`: 0 where a token is kept, large negative
-    /// where it is padding.
+    /// `mask` is additive, `[batch, len]`: 0 where a token is kept, large negative where it
+    /// is padding.
     fn forward(&self, xs: &Tensor, mask: &Tensor, rng: Option<&TrainRng>) -> Result<Tensor> {
+        let Projections::Separate { query, key, value } = &self.projections else {
+            candle_core::bail!("the serving encoder runs packed batches (Bert::forward_packed)");
+        };
+        let context = self.attend(xs, [query, key, value], mask, rng)?;
+        let projected = self.dropout.forward(&self.output.forward(&context)?, rng)?;
+        self.norm.forward(&projected.add(xs)?)
+    }
+
+    /// Packed tokens `[tokens, hidden]`; sequence `i` is rows `bounds[i]..bounds[i + 1]`.
+    fn forward_packed(&self, xs: &Tensor, bounds: &[usize]) -> Result<Tensor> {
+        let Projections::Fused(qkv) = &self.projections else {
+            candle_core::bail!("packed batches are for the serving encoder (Mode::Inference)");
+        };
+        let context = kernels::packed_attention(&qkv.forward(xs)?, bounds, self.heads)?;
+        self.norm.forward(&self.output.forward(&context)?.add(xs)?)
+    }
+
+    /// Attention from candle ops only, so gradients flow.
+    fn attend(
+        &self,
+        xs: &Tensor,
+        [query, key, value]: [&Linear; 3],
+        mask: &Tensor,
+        rng: Option<&TrainRng>,
+    ) -> Result<Tensor> {
         let (b, len, h) = xs.dims3()?;
         let split = |t: Tensor| -> Result<Tensor> {
             t.reshape((b, len, self.heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(xs)?)?;
-        let k = split(self.key.forward(xs)?)?;
-        let v = split(self.value.forward(xs)?)?;
+        let q = split(query.forward(xs)?)?;
+        let k = split(key.forward(xs)?)?;
+        let v = split(value.forward(xs)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask.reshape((b, 1, 1, len))?)?;
         let probs = self
             .probs_dropout
             .forward(&softmax_last(&scores, self.mode)?, rng)?;
-        let context = probs
+        probs
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
-            .reshape((b, len, h))?;
-        let projected = self.dropout.forward(&self.output.forward(&context)?, rng)?;
-        self.norm.forward(&projected.add(xs)?)
+            .reshape((b, len, h))
     }
 }
 
 struct FeedForward {
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     norm: LayerNorm,
     act: HiddenAct,
     dropout: Dropout,
+    mode: Mode,
 }
 
 impl FeedForward {
     fn load(cfg: &BertConfig, mode: Mode, vb: VarBuilder) -> Result<Self> {
+        let intermediate = linear(
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            vb.pp("intermediate").pp("dense"),
+        )?;
+        let output = linear(
+            cfg.intermediate_size,
+            cfg.hidden_size,
+            vb.pp("output").pp("dense"),
+        )?;
         Ok(FeedForward {
-            intermediate: linear(
-                cfg.hidden_size,
-                cfg.intermediate_size,
-                vb.pp("intermediate").pp("dense"),
-            )?,
-            output: linear(
-                cfg.intermediate_size,
-                cfg.hidden_size,
-                vb.pp("output").pp("dense"),
-            )?,
+            intermediate: Dense::new(vec![intermediate], mode)?,
+            output: Dense::new(vec![output], mode)?,
             norm: LayerNorm::load(
                 cfg.hidden_size,
                 cfg.layer_norm_eps,
@@ -269,15 +372,17 @@ impl FeedForward {
             )?,
             act: cfg.hidden_act,
             dropout: Dropout::new(cfg.hidden_dropout_prob as f32),
+            mode,
         })
     }
 
     fn forward(&self, xs: &Tensor, rng: Option<&TrainRng>) -> Result<Tensor> {
         let inner = self.intermediate.forward(xs)?;
-        let inner = match self.act {
-            HiddenAct::Gelu => inner.gelu_erf()?,
-            HiddenAct::GeluNew => inner.gelu()?,
-            HiddenAct::Relu => inner.relu()?,
+        let inner = match (self.act, self.mode) {
+            (HiddenAct::Gelu, Mode::Inference) => kernels::gelu(&inner)?,
+            (HiddenAct::Gelu, Mode::Trainable) => inner.gelu_erf()?,
+            (HiddenAct::GeluNew, _) => inner.gelu()?,
+            (HiddenAct::Relu, _) => inner.relu()?,
         };
         let out = self.dropout.forward(&self.output.forward(&inner)?, rng)?;
         self.norm.forward(&out.add(xs)?)
@@ -349,25 +454,103 @@ impl Bert {
         Ok(xs)
     }
 
+    /// The last hidden state of a packed batch, `[tokens, hidden]` (serving only).
+    pub fn forward_packed(&self, packed: &Packed, device: &Device) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let mut xs = self.embeddings.forward_packed(packed, device)?;
+        for layer in &self.layers {
+            let _layer = tracing::trace_span!("layer").entered();
+            xs = layer.attention.forward_packed(&xs, &packed.bounds)?;
+            xs = layer.feed_forward.forward(&xs, None)?;
+        }
+        Ok(xs)
+    }
+
     /// BERT's pooler: `tanh(dense(h[:, 0]))`, the sentence vector classifiers read.
     pub fn pool(&self, hidden: &Tensor) -> Result<Tensor> {
-        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        self.pool_first(&hidden.narrow(1, 0, 1)?.squeeze(1)?)
+    }
+
+    /// The pooler over each sequence's first token, `[batch, hidden]`.
+    pub fn pool_first(&self, cls: &Tensor) -> Result<Tensor> {
         match &self.pooler {
-            Some(dense) => dense.forward(&cls)?.tanh(),
-            None => Ok(cls),
+            Some(dense) => dense.forward(cls)?.tanh(),
+            None => Ok(cls.clone()),
         }
     }
 }
 
-/// `[batch, len]` 0/1 → `[batch, 1, 1, len]` with 0 for kept tokens and -10000 for padding,
-/// the value BERT was trained with.
+/// `[batch, len]` 0/1 → `[batch, len]` with 0 for kept tokens and -10000 for padding, the
+/// value BERT was trained with.
 fn additive_mask(mask: &Tensor, dtype: DType) -> Result<Tensor> {
-    let (b, len) = mask.dims2()?;
-    let m = mask.to_dtype(dtype)?;
-    ((m - 1.0)? * 10000.0)?.reshape((b, 1, 1, len))
+    (mask.to_dtype(dtype)? - 1.0)? * 10000.0
 }
 
 /// A `[batch, len]` u32 tensor from row-major values.
 pub fn batch_tensor(values: &[u32], batch: usize, len: usize, device: &Device) -> Result<Tensor> {
     Tensor::from_slice(values, (batch, len), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+
+    /// The serving path (packed tokens, fused projections and attention, vectorised GELU
+    /// and softmax) computes what the trainable path of plain candle ops computes on the
+    /// padded batch, at every real token.
+    #[test]
+    fn the_packed_serving_path_equals_the_padded_trainable_path() {
+        use super::super::tokenize::TokenBatch;
+        let device = Device::Cpu;
+        let cfg = BertConfig::fresh(50, 48, 2, 4, 64, 0);
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let trainable = Bert::load(&cfg, Mode::Trainable, true, vb.clone()).unwrap();
+        let serving = Bert::load(&cfg, Mode::Inference, true, vb).unwrap();
+        // Lengths 7, 3 and 5 padded to 7; 40 copies also take the kernels' parallel paths.
+        for copies in [1usize, 40] {
+            let lens = [7usize, 3, 5];
+            let b = lens.len() * copies;
+            let mut batch = TokenBatch {
+                ids: vec![0; b * 7],
+                type_ids: vec![0; b * 7],
+                mask: vec![0; b * 7],
+                batch: b,
+                len: 7,
+            };
+            for row in 0..b {
+                for t in 0..lens[row % 3] {
+                    batch.ids[row * 7 + t] = ((row * 7 + t * 3) % 49 + 1) as u32;
+                    batch.type_ids[row * 7 + t] = (t >= 2) as u32;
+                    batch.mask[row * 7 + t] = 1;
+                }
+            }
+            let t = |v: &[u32]| batch_tensor(v, b, 7, &device).unwrap();
+            let padded = trainable
+                .forward(&t(&batch.ids), &t(&batch.type_ids), &t(&batch.mask), None)
+                .unwrap();
+            let packed = batch.pack().unwrap();
+            let got = serving.forward_packed(&packed, &device).unwrap();
+            let mut diff = 0f32;
+            for row in 0..b {
+                let start = packed.bounds[row];
+                let n = packed.bounds[row + 1] - start;
+                let want = padded.get(row).unwrap().narrow(0, 0, n).unwrap();
+                let mine = got.narrow(0, start, n).unwrap();
+                let d: f32 = (want - mine)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                diff = diff.max(d);
+            }
+            assert!(diff < 1e-4, "batch {b}: max difference {diff}");
+        }
+    }
 }

@@ -21,6 +21,52 @@ pub struct TokenBatch {
     pub len: usize,
 }
 
+impl TokenBatch {
+    /// The batch with its padding removed, for the serving encoder. A row whose mask is all
+    /// 0 has nothing to encode and is refused.
+    pub fn pack(&self) -> Result<Packed, ServableError> {
+        let mut packed = Packed {
+            bounds: vec![0],
+            ..Packed::default()
+        };
+        for row in 0..self.batch {
+            let at = row * self.len;
+            for col in 0..self.len {
+                if self.mask[at + col] != 0 {
+                    packed.ids.push(self.ids[at + col]);
+                    packed.type_ids.push(self.type_ids[at + col]);
+                    packed.positions.push(col as u32);
+                }
+            }
+            if packed.ids.len() == *packed.bounds.last().expect("starts with 0") {
+                return Err(ServableError::InvalidInput(format!(
+                    "row {row} has no tokens: its `attention_mask` is all 0"
+                )));
+            }
+            packed.bounds.push(packed.ids.len());
+        }
+        Ok(packed)
+    }
+}
+
+/// A batch without padding: the real tokens of every sequence laid end to end, each with
+/// the position it had in its padded row. Every layer of BERT but attention works token by
+/// token, so the encoder never computes a padding position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Packed {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    pub positions: Vec<u32>,
+    /// Sequence `i` is tokens `bounds[i]..bounds[i + 1]`; `bounds` starts at 0.
+    pub bounds: Vec<usize>,
+}
+
+impl Packed {
+    pub fn sequences(&self) -> usize {
+        self.bounds.len() - 1
+    }
+}
+
 pub struct TextEncoder {
     tokenizer: Tokenizer,
     max_len: usize,

@@ -1,0 +1,308 @@
+//! CPU kernels for the inference path of the BERT encoder, as candle custom ops. Candle's own
+//! versions are scalar: `gelu_erf` calls libm's `erff` once per element and the softmax calls
+//! `expf` per element, so on MiniLM they cost more than the matmuls they sit between. These
+//! versions use branch-free approximations that LLVM vectorises (compiled for AVX-512 and
+//! AVX2 and picked at run time), and split large inputs across gemm's rayon pool.
+//!
+//! Training never uses them: they have no backward pass (see `Mode` in [`super::model`]).
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+/// Below this many elements an op runs on the calling thread; above, rows are shared out.
+const PARALLEL_ELEMENTS: usize = 1 << 16;
+
+/// `e^x` for f32, relative error below 5e-7; inputs are clamped to [-87, 88], so a masked
+/// score gives about 1.6e-38, not 0. Range reduction to `r` in [-ln2/2, ln2/2], a degree-6 Taylor
+/// polynomial, then the exponent set by bit arithmetic: no branches, so loops vectorise.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    // ln 2 in two parts, so r = x - n ln2 keeps its precision.
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `erf(x)` by Abramowitz and Stegun's formula 7.1.26 (absolute error ≤ 1.5e-7).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
+    let y = 1.0 - poly * exp(-a * a);
+    y.copysign(x)
+}
+
+/// Exact (erf) GELU, BERT's `hidden_act: gelu`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx512bw", "x86_64+avx2+fma"))]
+fn gelu_slice(src: &[f32], dst: &mut [f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// Softmax of each `len`-long row of `src` after scaling by `scale`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx512bw", "x86_64+avx2+fma"))]
+fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
+    for (s, d) in src.chunks_exact(len).zip(dst.chunks_exact_mut(len)) {
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
+        let mut sum = 0.0;
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = exp(s * scale - max);
+            sum += *d;
+        }
+        let inv = 1.0 / sum;
+        for d in d.iter_mut() {
+            *d *= inv;
+        }
+    }
+}
+
+fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: only f32 is supported, got {:?}", storage.dtype());
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// Runs `f` over matching chunks of `src` and `dst` whose lengths are multiples of `unit`,
+/// in parallel when the input is large.
+fn chunked(src: &[f32], dst: &mut [f32], unit: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    let threads = rayon::current_num_threads();
+    if src.len() < PARALLEL_ELEMENTS || threads < 2 {
+        return f(src, dst);
+    }
+    let units = src.len() / unit;
+    let per = units.div_ceil(threads * 4).max(1) * unit;
+    src.par_chunks(per)
+        .zip(dst.par_chunks_mut(per))
+        .for_each(|(s, d)| f(s, d));
+}
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "vectorised-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = contiguous(storage, layout, self.name())?;
+        let mut dst = vec![0f32; src.len()];
+        chunked(src, &mut dst, 1, gelu_slice);
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+/// GELU (erf form) of an f32 tensor.
+pub fn gelu(xs: &Tensor) -> Result<Tensor> {
+    xs.contiguous()?.apply_op1_no_bwd(&Gelu)
+}
+
+/// Scaled dot-product attention of packed sequences (see `Packed` in the tokenizer module):
+/// `qkv` is `[tokens, 3 × hidden]` (queries, keys, values side by side) and sequence `i` is
+/// rows `bounds[i]..bounds[i + 1]`. No sequence sees another's tokens and there is no
+/// padding to mask. Each (sequence, head) is one task, two small single-threaded GEMMs
+/// around a softmax, and the tasks are spread over the rayon pool; candle would run the same
+/// products as hundreds of tiny GEMMs, each parallelised on its own and waited for.
+struct PackedAttention<'a> {
+    bounds: &'a [usize],
+    heads: usize,
+}
+
+impl PackedAttention<'_> {
+    /// One task: the `[len, head_dim]` context of `head` over rows `start..end`.
+    fn task(&self, qkv: &[f32], width: usize, start: usize, end: usize, head: usize) -> Vec<f32> {
+        let hidden = width / 3;
+        let head_dim = hidden / self.heads;
+        let len = end - start;
+        let rows = &qkv[start * width..end * width];
+        let q = &rows[head * head_dim..];
+        let k = &rows[hidden + head * head_dim..];
+        let v = &rows[2 * hidden + head * head_dim..];
+        let mut scores = vec![0f32; len * len];
+        // SAFETY (both calls): the operands are read as `len` rows `width` apart and
+        // `head_dim` contiguous columns starting inside `rows`; the last row ends within it
+        // because each offset above is below `width - head_dim + 1`. Destinations are local
+        // buffers of exactly m × n.
+        unsafe {
+            // scores[i, j] = q[i] · k[j]
+            gemm::gemm(
+                len,
+                len,
+                head_dim,
+                scores.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                q.as_ptr(),
+                1,
+                width as isize,
+                k.as_ptr(),
+                width as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        let mut probs = vec![0f32; len * len];
+        softmax_rows(&scores, len, 1.0 / (head_dim as f32).sqrt(), &mut probs);
+        let mut context = vec![0f32; len * head_dim];
+        unsafe {
+            // context = probs · v
+            gemm::gemm(
+                len,
+                head_dim,
+                len,
+                context.as_mut_ptr(),
+                1,
+                head_dim as isize,
+                false,
+                probs.as_ptr(),
+                1,
+                len as isize,
+                v.as_ptr(),
+                1,
+                width as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        context
+    }
+}
+
+impl CustomOp1 for PackedAttention<'_> {
+    fn name(&self) -> &'static str {
+        "packed-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = contiguous(storage, layout, self.name())?;
+        let (tokens, width) = layout.shape().dims2()?;
+        let heads = self.heads;
+        if width % (3 * heads) != 0 || self.bounds.last() != Some(&tokens) {
+            candle_core::bail!(
+                "{}: qkv {:?} does not fit {heads} heads and sequence bounds ending at {:?}",
+                self.name(),
+                layout.shape(),
+                self.bounds.last()
+            );
+        }
+        let (hidden, head_dim) = (width / 3, width / 3 / heads);
+        let tasks: Vec<(usize, usize, usize)> = self
+            .bounds
+            .windows(2)
+            .flat_map(|w| (0..heads).map(move |h| (w[0], w[1], h)))
+            .collect();
+        let work: usize = tasks.iter().map(|(s, e, _)| (e - s) * (e - s)).sum();
+        let run = |&(start, end, head): &(usize, usize, usize)| {
+            self.task(qkv, width, start, end, head)
+        };
+        let contexts: Vec<Vec<f32>> =
+            if work * head_dim < PARALLEL_ELEMENTS || rayon::current_num_threads() < 2 {
+                tasks.iter().map(run).collect()
+            } else {
+                tasks.par_iter().map(run).collect()
+            };
+        let mut out = vec![0f32; tokens * hidden];
+        for (&(start, _, head), context) in tasks.iter().zip(&contexts) {
+            for (i, row) in context.chunks_exact(head_dim).enumerate() {
+                let at = (start + i) * hidden + head * head_dim;
+                out[at..at + head_dim].copy_from_slice(row);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[tokens, hidden])))
+    }
+}
+
+/// The attention context `[tokens, hidden]` of packed sequences from their fused
+/// projection `qkv` (`[tokens, 3 × hidden]`); sequence `i` is rows `bounds[i]..bounds[i + 1]`.
+pub fn packed_attention(qkv: &Tensor, bounds: &[usize], heads: usize) -> Result<Tensor> {
+    qkv.contiguous()?
+        .apply_op1_no_bwd(&PackedAttention { bounds, heads })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, D};
+
+    #[test]
+    fn the_approximations_match_libm() {
+        for i in -4000..=4000 {
+            let x = i as f32 / 400.0;
+            let want = x.exp();
+            assert!(
+                ((exp(x) - want) / want).abs() < 5e-7,
+                "exp({x}) = {} want {want}",
+                exp(x)
+            );
+            let erf_want = libm::erff(x);
+            assert!((erf(x) - erf_want).abs() < 1e-6, "erf({x}) = {} want {erf_want}", erf(x));
+        }
+        assert!(exp(-200.0) < 2e-38);
+        assert!(exp(100.0).is_finite());
+    }
+
+    #[test]
+    fn gelu_equals_candles_exact_gelu() {
+        let device = Device::Cpu;
+        // Large enough to take the parallel path.
+        let xs = Tensor::randn(0f32, 3.0, (3, 50_000), &device).unwrap();
+        let ours = gelu(&xs).unwrap();
+        let candle = xs.gelu_erf().unwrap();
+        let diff = (ours - candle)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_keepdim(1)
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0];
+        assert!(diff < 2e-6, "max difference {diff}");
+    }
+
+    #[test]
+    fn softmax_rows_equals_candles_softmax() {
+        let device = Device::Cpu;
+        let scores = Tensor::randn(0f32, 4.0, (6, 37), &device).unwrap();
+        let want = candle_nn::ops::softmax(&(&scores * 0.25).unwrap(), D::Minus1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let src = scores.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut got = vec![0f32; src.len()];
+        softmax_rows(&src, 37, 0.25, &mut got);
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-6, "max difference {diff}");
+    }
+}
