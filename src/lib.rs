@@ -7,6 +7,7 @@
 //! model spec to a servable, checks the inputs against its signature and runs it on the
 //! inference pool → the transport converts the outputs back.
 
+pub mod batching;
 pub mod config;
 pub mod corpus;
 pub mod doctor;

@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::config::ModelDef;
+use crate::batching::Batcher;
 use crate::servable::Servable;
 use crate::source::{Scan, VersionDir};
 
@@ -42,6 +43,8 @@ pub struct Loaded {
     version: i64,
     load_id: u64,
     servable: Arc<dyn Servable>,
+    /// This version's batching queue, started by the first request when batching is on.
+    batcher: OnceLock<Batcher>,
     on_drop: Option<Box<dyn FnOnce(&str, i64, u64) + Send + Sync>>,
 }
 
@@ -58,8 +61,14 @@ impl Loaded {
             version,
             load_id,
             servable,
+            batcher: OnceLock::new(),
             on_drop,
         }
+    }
+
+    /// This version's batcher, started by `start` on first use.
+    pub fn batcher(&self, start: impl FnOnce(Arc<dyn Servable>) -> Batcher) -> &Batcher {
+        self.batcher.get_or_init(|| start(self.servable.clone()))
     }
 
     pub fn model(&self) -> &str {

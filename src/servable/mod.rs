@@ -52,6 +52,24 @@ pub trait Servable: Send + Sync + 'static {
     fn classification(&self) -> Option<ClassificationOutputs> {
         None
     }
+
+    /// Whether server-side batching may merge requests to this servable.
+    fn batch_policy(&self) -> BatchPolicy {
+        BatchPolicy::Never
+    }
+}
+
+/// How server-side batching may treat a servable's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchPolicy {
+    /// Requests run one by one (outputs that are not one row per input row, for example).
+    Never,
+    /// Rows are independent and every output has one row per input row; the cost of a batch
+    /// does not depend on how row lengths mix (the model packs rows without padding).
+    Rows,
+    /// As `Rows`, but the model pads each batch to its longest row, so requests of similar
+    /// length should be batched together.
+    ByLength,
 }
 
 /// Where the Classify API finds its answer in a servable's outputs.

@@ -19,6 +19,7 @@ use crate::proto::tensorflow::serving::MonitoringConfig;
 use crate::proto::tensorflow::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
 };
+use crate::batching::BatchingOptions;
 use crate::serving::{Core, CoreOptions};
 use crate::source::FileSystemSource;
 use crate::transport::grpc::GrpcServices;
@@ -106,6 +107,18 @@ impl ServerOptions {
         };
         if let Some(threads) = args.inference_threads {
             core.inference_threads = threads.max(1);
+        }
+        match (args.enable_batching, &args.batching_parameters_file) {
+            (true, Some(file)) => core.batching = Some(BatchingOptions::from_file(file)?),
+            (true, None) => core.batching = Some(BatchingOptions::default()),
+            (false, Some(file)) => tracing::warn!(
+                file = %file.display(),
+                "--batching_parameters_file is ignored without --enable_batching"
+            ),
+            (false, None) => {}
+        }
+        if let Some(batching) = &core.batching {
+            tracing::info!(?batching, "server-side batching is on");
         }
         Ok(ServerOptions {
             host: args.host,

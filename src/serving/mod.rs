@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::batching::{self, BatchError, Batcher, BatchingOptions};
 use crate::config::ModelsConfig;
 use crate::error::ServingError;
 use crate::manager::{Loaded, Manager, ModelReadiness, VersionChoice, VersionStatus};
 use crate::metrics::{Api, Metrics};
 use crate::pool::{PoolError, WorkerPool};
-use crate::servable::{Inputs, Outputs, ServableError, Signature, SignatureMap, DEFAULT_SIGNATURE};
+use crate::servable::{BatchPolicy, Inputs, Outputs, ServableError, Signature, SignatureMap, DEFAULT_SIGNATURE};
 use crate::tensor::{Tensor, TensorData};
 
 /// Limits of the request path.
@@ -25,6 +26,9 @@ pub struct CoreOptions {
     pub max_queued: usize,
     /// Largest batch one request may carry.
     pub max_request_batch: usize,
+    /// Server-side batching (`--enable_batching`), for every version of every model whose
+    /// servable allows it.
+    pub batching: Option<BatchingOptions>,
 }
 
 impl Default for CoreOptions {
@@ -33,6 +37,7 @@ impl Default for CoreOptions {
             inference_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_queued: 1024,
             max_request_batch: 256,
+            batching: None,
         }
     }
 }
@@ -208,28 +213,56 @@ impl Core {
         api: Api,
     ) -> Result<Outputs, ServingError> {
         let started = std::time::Instant::now();
-        let job = {
-            let loaded = loaded.clone();
-            move || loaded.servable().run(&signature, &inputs)
+        let result = match self.batcher(loaded, &inputs) {
+            Some(batcher) => batcher.run(&signature, inputs).await,
+            None => {
+                let job = {
+                    let loaded = loaded.clone();
+                    move || loaded.servable().run(&signature, &inputs)
+                };
+                match self.pool.run(job).await {
+                    Ok(result) => result.map_err(BatchError::from),
+                    Err(e) => Err(e.into()),
+                }
+            }
         };
-        let result = self.pool.run(job).await.map_err(|e| match e {
-            PoolError::Full { capacity, .. } => ServingError::resource_exhausted(format!(
-                "{}: the server is overloaded ({capacity} requests are waiting for inference); retry later",
-                who(loaded)
-            )),
-            PoolError::Panicked(m) => ServingError::internal(format!("{} failed: {m}", who(loaded))),
-            PoolError::ShutDown(_) => ServingError::unavailable("the server is shutting down"),
-        })?;
         self.metrics
             .runtime(loaded.model(), loaded.version(), api, started.elapsed());
         result.map_err(|e| match e {
-            ServableError::InvalidInput(m) => {
+            BatchError::Pool(PoolError::Full { capacity, .. }) => ServingError::resource_exhausted(format!(
+                "{}: the server is overloaded ({capacity} requests are waiting for inference); retry later",
+                who(loaded)
+            )),
+            BatchError::Full { capacity } => ServingError::resource_exhausted(format!(
+                "{}: the batching queue is full ({capacity} rows are waiting); retry later",
+                who(loaded)
+            )),
+            BatchError::Pool(PoolError::Panicked(m)) => {
+                ServingError::internal(format!("{} failed: {m}", who(loaded)))
+            }
+            BatchError::Pool(PoolError::ShutDown(_)) | BatchError::Closed => {
+                ServingError::unavailable("the server is shutting down")
+            }
+            BatchError::Servable(ServableError::InvalidInput(m)) => {
                 ServingError::invalid_argument(format!("{}: {m}", who(loaded)))
             }
-            ServableError::Internal(m) => {
+            BatchError::Servable(ServableError::Internal(m)) => {
                 ServingError::internal(format!("{} failed: {m}", who(loaded)))
             }
         })
+    }
+
+    /// The batcher a request goes through: the version's own, when batching is on, the
+    /// servable allows it and the request is not larger than a batch.
+    fn batcher<'a>(&self, loaded: &'a Arc<Loaded>, inputs: &Inputs) -> Option<&'a Batcher> {
+        let options = self.options.batching.as_ref()?;
+        if loaded.servable().batch_policy() == BatchPolicy::Never {
+            return None;
+        }
+        let batcher = loaded.batcher(|servable| {
+            Batcher::new(servable, options.clone(), self.pool.clone())
+        });
+        batcher.takes(batching::rows(inputs)).then_some(batcher)
     }
 
     /// The Classify API over a classifier's signature: each example's features are its

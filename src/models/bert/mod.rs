@@ -19,7 +19,7 @@ use self::model::{Bert, Mode};
 use self::tokenize::{input_specs, tokens_from_inputs, IdLimits, TextEncoder, TokenBatch};
 use super::{open_weights, read_json, LoadError};
 use crate::servable::{
-    ClassificationOutputs, Inputs, Outputs, Servable, ServableError, Signature, SignatureMap,
+    BatchPolicy, ClassificationOutputs, Inputs, Outputs, Servable, ServableError, Signature, SignatureMap,
     TensorSpec, DEFAULT_SIGNATURE,
 };
 use crate::tensor::{DType, Tensor, TensorData};
@@ -231,6 +231,11 @@ impl Servable for EmbeddingServable {
         "embedding"
     }
 
+    /// Rows are packed without padding, so any mix of lengths batches well.
+    fn batch_policy(&self) -> BatchPolicy {
+        BatchPolicy::Rows
+    }
+
     fn signatures(&self) -> &SignatureMap {
         &self.signatures
     }
@@ -340,6 +345,10 @@ impl Servable for ClassifierServable {
             ),
             ("labels".to_string(), Tensor::strings(labels)),
         ]))
+    }
+
+    fn batch_policy(&self) -> BatchPolicy {
+        BatchPolicy::Rows
     }
 
     fn classification(&self) -> Option<ClassificationOutputs> {

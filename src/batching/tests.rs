@@ -1,0 +1,339 @@
+//! The scheduler against a servable that records every batch it runs and can be held
+//! inside a batch, so each test controls exactly what is queued when.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::*;
+use crate::servable::SignatureMap;
+use crate::tensor::{Tensor, TensorData};
+
+/// `x` (float `[n, k]`) → `y = 2x`; `s` (strings `[n]`) → `len` (characters). Refuses a
+/// negative `x`. Reports each batch's first column (or lengths) when it starts, and waits
+/// for a token on `gate` before finishing when one is given.
+struct Recorder {
+    policy: BatchPolicy,
+    started: Sender<Vec<f32>>,
+    gate: Option<Receiver<()>>,
+    signatures: SignatureMap,
+}
+
+impl Servable for Recorder {
+    fn kind(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn signatures(&self) -> &SignatureMap {
+        &self.signatures
+    }
+
+    fn batch_policy(&self) -> BatchPolicy {
+        self.policy
+    }
+
+    fn run(&self, _signature: &str, inputs: &Inputs) -> Result<Outputs, ServableError> {
+        let mut outputs = Outputs::new();
+        if let Some(x) = inputs.get("x") {
+            let TensorData::Float(v) = x.data() else { unreachable!() };
+            if v.iter().any(|&f| f < 0.0) {
+                return Err(ServableError::InvalidInput("negative value".into()));
+            }
+            let k = x.shape()[1];
+            let _ = self.started.send(v.iter().step_by(k.max(1)).copied().collect());
+            let y = v.iter().map(|f| f * 2.0).collect();
+            outputs.insert("y".into(), Tensor::new(x.shape().to_vec(), TensorData::Float(y)).unwrap());
+        }
+        if let Some(s) = inputs.get("s") {
+            let TensorData::String(v) = s.data() else { unreachable!() };
+            let lens: Vec<i64> = v.iter().map(|b| b.len() as i64).collect();
+            let _ = self.started.send(lens.iter().map(|&l| l as f32).collect());
+            outputs.insert("len".into(), Tensor::new(vec![v.len()], TensorData::Int64(lens)).unwrap());
+        }
+        if let Some(gate) = &self.gate {
+            let _ = gate.recv();
+        }
+        Ok(outputs)
+    }
+}
+
+struct Rig {
+    batcher: Arc<Batcher>,
+    started: Receiver<Vec<f32>>,
+    release: Sender<()>,
+}
+
+fn start_rig(options: BatchingOptions, policy: BatchPolicy, gated: bool) -> Rig {
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let servable = Arc::new(Recorder {
+        policy,
+        started: started_tx,
+        gate: gated.then_some(gate),
+        signatures: SignatureMap::new(),
+    });
+    let pool = Arc::new(WorkerPool::new("batch-test", 2, 64));
+    Rig {
+        batcher: Arc::new(Batcher::new(servable, options, pool)),
+        started,
+        release,
+    }
+}
+
+fn x(rows: &[f32]) -> Inputs {
+    let data = rows.iter().flat_map(|&r| [r, r + 0.5]).collect();
+    Inputs::from([("x".to_string(), Tensor::new(vec![rows.len(), 2], TensorData::Float(data)).unwrap())])
+}
+
+fn y(outputs: &Outputs) -> Vec<f32> {
+    let TensorData::Float(v) = outputs["y"].data() else { panic!("y is float") };
+    v.clone()
+}
+
+fn spawn(rig: &Rig, rows: &[f32]) -> tokio::task::JoinHandle<Result<Outputs, BatchError>> {
+    let batcher = rig.batcher.clone();
+    let inputs = x(rows);
+    tokio::spawn(async move { batcher.run("serving_default", inputs).await })
+}
+
+/// Waits (off the runtime) for the next batch to start and returns its first column.
+async fn next_batch(rig: &Rig) -> Vec<f32> {
+    let started = rig.started.clone();
+    tokio::task::spawn_blocking(move || started.recv().expect("a batch starts"))
+        .await
+        .unwrap()
+}
+
+/// Lets the queue settle: requests spawned just before are in the batcher's channel.
+async fn settle(batcher: &Batcher, rows: usize) {
+    while batcher.waiting_rows() < rows {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn options(max_batch_size: usize) -> BatchingOptions {
+    BatchingOptions {
+        max_batch_size,
+        ..BatchingOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_behind_a_batch_run_together_in_order_with_their_own_results() {
+    let rig = start_rig(options(8), BatchPolicy::Rows, true);
+    let first = spawn(&rig, &[100.0]);
+    assert_eq!(next_batch(&rig).await, vec![100.0]);
+    // While the first batch runs, five requests (seven rows) queue up.
+    let mut queued = Vec::new();
+    for rows in [&[1.0][..], &[2.0, 3.0], &[4.0], &[5.0, 6.0], &[7.0]] {
+        queued.push((rows.to_vec(), spawn(&rig, rows)));
+        settle(&rig.batcher, queued.iter().map(|(r, _)| r.len()).sum()).await;
+    }
+    rig.release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap()["y"].data(), &TensorData::Float(vec![200.0, 201.0]));
+    // They form one batch, in arrival order.
+    assert_eq!(next_batch(&rig).await, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    rig.release.send(()).unwrap();
+    for (rows, handle) in queued {
+        let outputs = handle.await.unwrap().unwrap();
+        let want: Vec<f32> = rows.iter().flat_map(|&r| [2.0 * r, 2.0 * r + 1.0]).collect();
+        assert_eq!(y(&outputs), want);
+        assert_eq!(outputs["y"].shape(), &[rows.len(), 2]);
+    }
+    assert_eq!(rig.batcher.stats().batches.load(Ordering::Relaxed), 2);
+    assert_eq!(rig.batcher.stats().requests.load(Ordering::Relaxed), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_exceeds_max_batch_size() {
+    let rig = start_rig(options(3), BatchPolicy::Rows, true);
+    let first = spawn(&rig, &[0.0]);
+    next_batch(&rig).await;
+    let mut handles = Vec::new();
+    for (i, r) in [1.0, 2.0, 3.0, 4.0, 5.0].into_iter().enumerate() {
+        handles.push(spawn(&rig, &[r]));
+        settle(&rig.batcher, i + 1).await;
+    }
+    for _ in 0..3 {
+        rig.release.send(()).unwrap();
+    }
+    assert_eq!(next_batch(&rig).await, vec![1.0, 2.0, 3.0]);
+    assert_eq!(next_batch(&rig).await, vec![4.0, 5.0]);
+    first.await.unwrap().unwrap();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfilled_batch_waits_for_its_timeout_and_a_full_one_does_not() {
+    let long = BatchingOptions {
+        max_batch_size: 4,
+        batch_timeout: Duration::from_secs(3600),
+        ..BatchingOptions::default()
+    };
+    let rig = start_rig(long, BatchPolicy::Rows, false);
+    let a = spawn(&rig, &[1.0]);
+    settle(&rig.batcher, 1).await;
+    let b = spawn(&rig, &[2.0]);
+    settle(&rig.batcher, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rig.started.try_recv().is_err(), "two of four rows must wait for the timeout");
+    assert!(!a.is_finished() && !b.is_finished());
+    let c = spawn(&rig, &[3.0, 4.0]);
+    assert_eq!(next_batch(&rig).await, vec![1.0, 2.0, 3.0, 4.0]);
+    for h in [a, b, c] {
+        h.await.unwrap().unwrap();
+    }
+
+    let short = BatchingOptions {
+        max_batch_size: 4,
+        batch_timeout: Duration::from_millis(20),
+        ..BatchingOptions::default()
+    };
+    let rig2 = start_rig(short, BatchPolicy::Rows, false);
+    let lone = spawn(&rig2, &[9.0]);
+    assert_eq!(next_batch(&rig2).await, vec![9.0]);
+    assert_eq!(y(&lone.await.unwrap().unwrap()), vec![18.0, 19.0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_new_requests_and_keeps_the_queued_ones() {
+    let small = BatchingOptions {
+        max_batch_size: 2,
+        max_enqueued_batches: 2,
+        ..BatchingOptions::default()
+    };
+    let rig = start_rig(small, BatchPolicy::Rows, true);
+    let running = spawn(&rig, &[0.0]);
+    next_batch(&rig).await;
+    let mut queued = Vec::new();
+    for i in 0..4 {
+        queued.push(spawn(&rig, &[i as f32 + 1.0]));
+        settle(&rig.batcher, i + 1).await;
+    }
+    let refused = rig.batcher.run("serving_default", x(&[9.0])).await;
+    assert_eq!(refused.unwrap_err(), BatchError::Full { capacity: 4 });
+    for _ in 0..3 {
+        rig.release.send(()).unwrap();
+    }
+    running.await.unwrap().unwrap();
+    for (i, h) in queued.into_iter().enumerate() {
+        let r = i as f32 + 1.0;
+        assert_eq!(y(&h.await.unwrap().unwrap()), vec![2.0 * r, 2.0 * r + 1.0]);
+    }
+    assert_eq!(rig.batcher.waiting_rows(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_caller_went_away_is_dropped_from_the_queue() {
+    let rig = start_rig(options(8), BatchPolicy::Rows, true);
+    let running = spawn(&rig, &[0.0]);
+    next_batch(&rig).await;
+    let gone = spawn(&rig, &[66.0]);
+    settle(&rig.batcher, 1).await;
+    let kept = spawn(&rig, &[7.0]);
+    settle(&rig.batcher, 2).await;
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    rig.release.send(()).unwrap();
+    rig.release.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert_eq!(next_batch(&rig).await, vec![7.0], "the abandoned row never reaches the model");
+    assert_eq!(y(&kept.await.unwrap().unwrap()), vec![14.0, 15.0]);
+    assert_eq!(rig.batcher.stats().abandoned.load(Ordering::Relaxed), 1);
+    assert_eq!(rig.batcher.waiting_rows(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_requests_bad_input_fails_only_that_request() {
+    let rig = start_rig(options(8), BatchPolicy::Rows, true);
+    let running = spawn(&rig, &[0.0]);
+    next_batch(&rig).await;
+    let good = spawn(&rig, &[1.0]);
+    settle(&rig.batcher, 1).await;
+    let bad = spawn(&rig, &[-1.0]);
+    settle(&rig.batcher, 2).await;
+    let also_good = spawn(&rig, &[3.0]);
+    settle(&rig.batcher, 3).await;
+    for _ in 0..8 {
+        rig.release.send(()).unwrap();
+    }
+    running.await.unwrap().unwrap();
+    assert_eq!(y(&good.await.unwrap().unwrap()), vec![2.0, 3.0]);
+    assert_eq!(y(&also_good.await.unwrap().unwrap()), vec![6.0, 7.0]);
+    assert_eq!(
+        bad.await.unwrap().unwrap_err(),
+        BatchError::Servable(ServableError::InvalidInput("negative value".into()))
+    );
+}
+
+fn strings(values: &[&str]) -> Inputs {
+    Inputs::from([("s".to_string(), Tensor::strings(values.iter()))])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_that_pad_get_batches_of_similar_length() {
+    let rig = start_rig(options(8), BatchPolicy::ByLength, true);
+    let b = rig.batcher.clone();
+    let running = tokio::spawn(async move { b.run("serving_default", strings(&["warm"])).await });
+    next_batch(&rig).await;
+    let long = "x".repeat(100);
+    let mut handles = Vec::new();
+    for (i, text) in ["short", long.as_str(), "tiny", long.as_str()].into_iter().enumerate() {
+        let b = rig.batcher.clone();
+        let inputs = strings(&[text]);
+        handles.push(tokio::spawn(async move { b.run("serving_default", inputs).await }));
+        settle(&rig.batcher, i + 1).await;
+    }
+    for _ in 0..3 {
+        rig.release.send(()).unwrap();
+    }
+    running.await.unwrap().unwrap();
+    assert_eq!(next_batch(&rig).await, vec![5.0, 4.0]);
+    assert_eq!(next_batch(&rig).await, vec![100.0, 100.0]);
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+}
+
+#[test]
+fn merging_pads_rank_2_inputs_and_splitting_restores_each_request() {
+    let a = Inputs::from([(
+        "ids".to_string(),
+        Tensor::new(vec![1, 3], TensorData::Int64(vec![1, 2, 3])).unwrap(),
+    )]);
+    let b = Inputs::from([(
+        "ids".to_string(),
+        Tensor::new(vec![2, 5], TensorData::Int64(vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13])).unwrap(),
+    )]);
+    let (ka, kb) = (
+        QueueKey::of("s", &a, true, BatchPolicy::Rows),
+        QueueKey::of("s", &b, true, BatchPolicy::Rows),
+    );
+    assert_eq!(ka, kb, "with padding, widths do not split queues");
+    assert_ne!(
+        QueueKey::of("s", &a, false, BatchPolicy::Rows),
+        QueueKey::of("s", &b, false, BatchPolicy::Rows)
+    );
+    let merged = merge(&[&a, &b]).unwrap();
+    assert_eq!(merged["ids"].shape(), &[3, 5]);
+    assert_eq!(
+        merged["ids"].data(),
+        &TensorData::Int64(vec![1, 2, 3, 0, 0, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])
+    );
+    let outputs = Outputs::from([(
+        "n".to_string(),
+        Tensor::new(vec![3], TensorData::Int64(vec![10, 20, 30])).unwrap(),
+    )]);
+    let parts = split(outputs, &[1, 2]).unwrap();
+    assert_eq!(parts[0]["n"].data(), &TensorData::Int64(vec![10]));
+    assert_eq!(parts[1]["n"].data(), &TensorData::Int64(vec![20, 30]));
+    let not_batch_major = Outputs::from([(
+        "total".to_string(),
+        Tensor::new(vec![1], TensorData::Int64(vec![60])).unwrap(),
+    )]);
+    assert!(split(not_batch_major, &[1, 2]).unwrap_err().contains("cannot be batched"));
+}
