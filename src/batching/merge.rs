@@ -5,7 +5,11 @@ use crate::tensor::{DType, Tensor, TensorData};
 
 /// Rows of a request: its inputs' dimension 0 (the signature check made them agree).
 pub fn rows(inputs: &Inputs) -> usize {
-    inputs.values().next().and_then(|t| t.shape().first().copied()).unwrap_or(0)
+    inputs
+        .values()
+        .next()
+        .and_then(|t| t.shape().first().copied())
+        .unwrap_or(0)
 }
 
 /// Requests with equal keys can share a batch.
@@ -86,7 +90,10 @@ pub fn merge(parts: &[&Inputs]) -> Result<Inputs, String> {
     for (name, sample) in first.iter() {
         let tensors: Vec<&Tensor> = parts
             .iter()
-            .map(|p| p.get(name).ok_or_else(|| format!("input `{name}` is missing from a request")))
+            .map(|p| {
+                p.get(name)
+                    .ok_or_else(|| format!("input `{name}` is missing from a request"))
+            })
             .collect::<Result<_, _>>()?;
         let rows: usize = tensors.iter().map(|t| t.shape()[0]).sum();
         let rest = &sample.shape()[1..];
@@ -98,14 +105,18 @@ pub fn merge(parts: &[&Inputs]) -> Result<Inputs, String> {
             let width = tensors.iter().map(|t| t.shape()[1]).max().unwrap_or(0);
             (width, vec![rows, width])
         } else {
-            return Err(format!("input `{name}` has different shapes across requests"));
+            return Err(format!(
+                "input `{name}` has different shapes across requests"
+            ));
         };
         macro_rules! stacked {
             ($variant:ident, $pad:expr) => {{
                 let mut views = Vec::with_capacity(tensors.len());
                 for t in &tensors {
                     let TensorData::$variant(v) = t.data() else {
-                        return Err(format!("input `{name}` has different dtypes across requests"));
+                        return Err(format!(
+                            "input `{name}` has different dtypes across requests"
+                        ));
                     };
                     let r = t.shape()[0];
                     views.push((v.as_slice(), r, if r == 0 { width } else { v.len() / r }));
@@ -121,7 +132,10 @@ pub fn merge(parts: &[&Inputs]) -> Result<Inputs, String> {
             TensorData::Bool(_) => stacked!(Bool, false),
             TensorData::String(_) => stacked!(String, Vec::new()),
         };
-        merged.insert(name.clone(), Tensor::new(shape, data).map_err(|e| e.to_string())?);
+        merged.insert(
+            name.clone(),
+            Tensor::new(shape, data).map_err(|e| e.to_string())?,
+        );
     }
     Ok(merged)
 }
@@ -145,7 +159,8 @@ pub fn split(outputs: Outputs, rows: &[usize]) -> Result<Vec<Outputs>, String> {
                     let part = $values[at * row..(at + n) * row].to_vec();
                     at += n;
                     let shape = [&[n][..], &shape[1..]].concat();
-                    let t = Tensor::new(shape, TensorData::$variant(part)).map_err(|e| e.to_string())?;
+                    let t = Tensor::new(shape, TensorData::$variant(part))
+                        .map_err(|e| e.to_string())?;
                     out.insert(name.clone(), t);
                 }
             }};

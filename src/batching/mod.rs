@@ -60,6 +60,9 @@ pub struct BatchStats {
     pub abandoned: AtomicUsize,
 }
 
+/// Called with the rows of each batch as it starts (for metrics).
+pub type OnBatch = Box<dyn Fn(usize) + Send + Sync>;
+
 /// The queue and scheduler of one model version.
 pub struct Batcher {
     sender: mpsc::UnboundedSender<Task>,
@@ -72,7 +75,12 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the scheduler of `servable` on the current tokio runtime. Batches run on
     /// `pool`. The scheduler ends when the batcher is dropped and its queue is empty.
-    pub fn new(servable: Arc<dyn Servable>, options: BatchingOptions, pool: Arc<WorkerPool>) -> Self {
+    pub fn new(
+        servable: Arc<dyn Servable>,
+        options: BatchingOptions,
+        pool: Arc<WorkerPool>,
+        on_batch: OnBatch,
+    ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let options = Arc::new(options);
         let waiting_rows = Arc::new(AtomicUsize::new(0));
@@ -85,6 +93,7 @@ impl Batcher {
             threads: Arc::new(Semaphore::new(options.num_batch_threads)),
             waiting_rows: waiting_rows.clone(),
             stats: stats.clone(),
+            on_batch,
             queues: Vec::new(),
         };
         tokio::spawn(scheduler.run(receiver));
@@ -163,6 +172,7 @@ struct Scheduler {
     threads: Arc<Semaphore>,
     waiting_rows: Arc<AtomicUsize>,
     stats: Arc<BatchStats>,
+    on_batch: OnBatch,
     queues: Vec<Queue>,
 }
 
@@ -288,7 +298,10 @@ impl Scheduler {
     /// held until the batch is done.
     fn dispatch(&self, batch: Vec<Task>, permit: tokio::sync::OwnedSemaphorePermit) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.requests.fetch_add(batch.len(), Ordering::Relaxed);
+        self.stats
+            .requests
+            .fetch_add(batch.len(), Ordering::Relaxed);
+        (self.on_batch)(batch.iter().map(|t| t.rows).sum());
         let servable = self.servable.clone();
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -326,7 +339,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Merges the requests, runs them once and splits the outputs. If the merged batch fails,
 /// each request runs alone, so one client's bad input fails only that client's request.
-fn run_batch(servable: &dyn Servable, work: Vec<(String, Inputs)>) -> Vec<Result<Outputs, BatchError>> {
+fn run_batch(
+    servable: &dyn Servable,
+    work: Vec<(String, Inputs)>,
+) -> Vec<Result<Outputs, BatchError>> {
     if work.len() == 1 {
         let (signature, inputs) = &work[0];
         return vec![servable.run(signature, inputs).map_err(BatchError::from)];

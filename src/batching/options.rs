@@ -59,7 +59,11 @@ impl BatchingOptions {
         let batch_timeout = match p.batch_timeout_micros {
             None => d.batch_timeout,
             Some(us) if us >= 0 => Duration::from_micros(us as u64),
-            Some(us) => return Err(format!("batch_timeout_micros must not be negative, got {us}")),
+            Some(us) => {
+                return Err(format!(
+                    "batch_timeout_micros must not be negative, got {us}"
+                ))
+            }
         };
         let mut allowed = Vec::with_capacity(p.allowed_batch_sizes.len());
         for &size in &p.allowed_batch_sizes {
@@ -103,15 +107,15 @@ impl BatchingOptions {
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!("--batching_parameters_file {}: {e}", path.display())
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--batching_parameters_file {}: {e}", path.display()))?;
         Self::from_text(&text, &path.display().to_string())
     }
 
     /// Rows that may wait at once.
     pub fn queue_capacity(&self) -> usize {
-        self.max_batch_size.saturating_mul(self.max_enqueued_batches)
+        self.max_batch_size
+            .saturating_mul(self.max_enqueued_batches)
     }
 }
 
@@ -131,22 +135,39 @@ mod tests {
         assert_eq!(o.max_batch_size, 16);
         assert_eq!(o.batch_timeout, Duration::from_millis(2));
         assert_eq!(o.num_batch_threads, 2);
-        assert_eq!(o.max_enqueued_batches, BatchingOptions::default().max_enqueued_batches);
+        assert_eq!(
+            o.max_enqueued_batches,
+            BatchingOptions::default().max_enqueued_batches
+        );
         assert_eq!(o.allowed_batch_sizes, vec![4, 16]);
         assert!(o.pad_variable_length_inputs);
-        assert_eq!(BatchingOptions::from_text("", "empty").unwrap(), BatchingOptions::default());
+        assert_eq!(
+            BatchingOptions::from_text("", "empty").unwrap(),
+            BatchingOptions::default()
+        );
     }
 
     #[test]
     fn refuses_what_tf_serving_refuses_with_the_reason() {
         for (text, why) in [
-            ("max_batch_size { value: 0 }", "max_batch_size must be at least 1"),
+            (
+                "max_batch_size { value: 0 }",
+                "max_batch_size must be at least 1",
+            ),
             ("batch_timeout_micros { value: -5 }", "must not be negative"),
-            ("max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 2", "increasing"),
-            ("max_batch_size { value: 8 } allowed_batch_sizes: 4", "must equal max_batch_size"),
+            (
+                "max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 2",
+                "increasing",
+            ),
+            (
+                "max_batch_size { value: 8 } allowed_batch_sizes: 4",
+                "must equal max_batch_size",
+            ),
             ("max_batch_size: 8", "b.config:1:"),
         ] {
-            let err = BatchingOptions::from_text(text, "b.config").unwrap_err().to_string();
+            let err = BatchingOptions::from_text(text, "b.config")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{text}: {err}");
         }
     }

@@ -37,20 +37,32 @@ impl Servable for Recorder {
     fn run(&self, _signature: &str, inputs: &Inputs) -> Result<Outputs, ServableError> {
         let mut outputs = Outputs::new();
         if let Some(x) = inputs.get("x") {
-            let TensorData::Float(v) = x.data() else { unreachable!() };
+            let TensorData::Float(v) = x.data() else {
+                unreachable!()
+            };
             if v.iter().any(|&f| f < 0.0) {
                 return Err(ServableError::InvalidInput("negative value".into()));
             }
             let k = x.shape()[1];
-            let _ = self.started.send(v.iter().step_by(k.max(1)).copied().collect());
+            let _ = self
+                .started
+                .send(v.iter().step_by(k.max(1)).copied().collect());
             let y = v.iter().map(|f| f * 2.0).collect();
-            outputs.insert("y".into(), Tensor::new(x.shape().to_vec(), TensorData::Float(y)).unwrap());
+            outputs.insert(
+                "y".into(),
+                Tensor::new(x.shape().to_vec(), TensorData::Float(y)).unwrap(),
+            );
         }
         if let Some(s) = inputs.get("s") {
-            let TensorData::String(v) = s.data() else { unreachable!() };
+            let TensorData::String(v) = s.data() else {
+                unreachable!()
+            };
             let lens: Vec<i64> = v.iter().map(|b| b.len() as i64).collect();
             let _ = self.started.send(lens.iter().map(|&l| l as f32).collect());
-            outputs.insert("len".into(), Tensor::new(vec![v.len()], TensorData::Int64(lens)).unwrap());
+            outputs.insert(
+                "len".into(),
+                Tensor::new(vec![v.len()], TensorData::Int64(lens)).unwrap(),
+            );
         }
         if let Some(gate) = &self.gate {
             let _ = gate.recv();
@@ -76,7 +88,7 @@ fn start_rig(options: BatchingOptions, policy: BatchPolicy, gated: bool) -> Rig 
     });
     let pool = Arc::new(WorkerPool::new("batch-test", 2, 64));
     Rig {
-        batcher: Arc::new(Batcher::new(servable, options, pool)),
+        batcher: Arc::new(Batcher::new(servable, options, pool, Box::new(|_| {}))),
         started,
         release,
     }
@@ -84,11 +96,16 @@ fn start_rig(options: BatchingOptions, policy: BatchPolicy, gated: bool) -> Rig 
 
 fn x(rows: &[f32]) -> Inputs {
     let data = rows.iter().flat_map(|&r| [r, r + 0.5]).collect();
-    Inputs::from([("x".to_string(), Tensor::new(vec![rows.len(), 2], TensorData::Float(data)).unwrap())])
+    Inputs::from([(
+        "x".to_string(),
+        Tensor::new(vec![rows.len(), 2], TensorData::Float(data)).unwrap(),
+    )])
 }
 
 fn y(outputs: &Outputs) -> Vec<f32> {
-    let TensorData::Float(v) = outputs["y"].data() else { panic!("y is float") };
+    let TensorData::Float(v) = outputs["y"].data() else {
+        panic!("y is float")
+    };
     v.clone()
 }
 
@@ -132,13 +149,22 @@ async fn requests_queued_behind_a_batch_run_together_in_order_with_their_own_res
         settle(&rig.batcher, queued.iter().map(|(r, _)| r.len()).sum()).await;
     }
     rig.release.send(()).unwrap();
-    assert_eq!(first.await.unwrap().unwrap()["y"].data(), &TensorData::Float(vec![200.0, 201.0]));
+    assert_eq!(
+        first.await.unwrap().unwrap()["y"].data(),
+        &TensorData::Float(vec![200.0, 201.0])
+    );
     // They form one batch, in arrival order.
-    assert_eq!(next_batch(&rig).await, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    assert_eq!(
+        next_batch(&rig).await,
+        vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    );
     rig.release.send(()).unwrap();
     for (rows, handle) in queued {
         let outputs = handle.await.unwrap().unwrap();
-        let want: Vec<f32> = rows.iter().flat_map(|&r| [2.0 * r, 2.0 * r + 1.0]).collect();
+        let want: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| [2.0 * r, 2.0 * r + 1.0])
+            .collect();
         assert_eq!(y(&outputs), want);
         assert_eq!(outputs["y"].shape(), &[rows.len(), 2]);
     }
@@ -180,7 +206,10 @@ async fn an_unfilled_batch_waits_for_its_timeout_and_a_full_one_does_not() {
     let b = spawn(&rig, &[2.0]);
     settle(&rig.batcher, 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(rig.started.try_recv().is_err(), "two of four rows must wait for the timeout");
+    assert!(
+        rig.started.try_recv().is_err(),
+        "two of four rows must wait for the timeout"
+    );
     assert!(!a.is_finished() && !b.is_finished());
     let c = spawn(&rig, &[3.0, 4.0]);
     assert_eq!(next_batch(&rig).await, vec![1.0, 2.0, 3.0, 4.0]);
@@ -241,7 +270,11 @@ async fn a_request_whose_caller_went_away_is_dropped_from_the_queue() {
     rig.release.send(()).unwrap();
     rig.release.send(()).unwrap();
     running.await.unwrap().unwrap();
-    assert_eq!(next_batch(&rig).await, vec![7.0], "the abandoned row never reaches the model");
+    assert_eq!(
+        next_batch(&rig).await,
+        vec![7.0],
+        "the abandoned row never reaches the model"
+    );
     assert_eq!(y(&kept.await.unwrap().unwrap()), vec![14.0, 15.0]);
     assert_eq!(rig.batcher.stats().abandoned.load(Ordering::Relaxed), 1);
     assert_eq!(rig.batcher.waiting_rows(), 0);
@@ -282,10 +315,15 @@ async fn models_that_pad_get_batches_of_similar_length() {
     next_batch(&rig).await;
     let long = "x".repeat(100);
     let mut handles = Vec::new();
-    for (i, text) in ["short", long.as_str(), "tiny", long.as_str()].into_iter().enumerate() {
+    for (i, text) in ["short", long.as_str(), "tiny", long.as_str()]
+        .into_iter()
+        .enumerate()
+    {
         let b = rig.batcher.clone();
         let inputs = strings(&[text]);
-        handles.push(tokio::spawn(async move { b.run("serving_default", inputs).await }));
+        handles.push(tokio::spawn(async move {
+            b.run("serving_default", inputs).await
+        }));
         settle(&rig.batcher, i + 1).await;
     }
     for _ in 0..3 {
@@ -307,7 +345,11 @@ fn merging_pads_rank_2_inputs_and_splitting_restores_each_request() {
     )]);
     let b = Inputs::from([(
         "ids".to_string(),
-        Tensor::new(vec![2, 5], TensorData::Int64(vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13])).unwrap(),
+        Tensor::new(
+            vec![2, 5],
+            TensorData::Int64(vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13]),
+        )
+        .unwrap(),
     )]);
     let (ka, kb) = (
         QueueKey::of("s", &a, true, BatchPolicy::Rows),
@@ -335,5 +377,7 @@ fn merging_pads_rank_2_inputs_and_splitting_restores_each_request() {
         "total".to_string(),
         Tensor::new(vec![1], TensorData::Int64(vec![60])).unwrap(),
     )]);
-    assert!(split(not_batch_major, &[1, 2]).unwrap_err().contains("cannot be batched"));
+    assert!(split(not_batch_major, &[1, 2])
+        .unwrap_err()
+        .contains("cannot be batched"));
 }

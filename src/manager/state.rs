@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crate::config::ModelDef;
 use crate::batching::Batcher;
+use crate::config::ModelDef;
 use crate::servable::Servable;
 use crate::source::{Scan, VersionDir};
 

@@ -63,6 +63,7 @@ pub struct Metrics {
     load_failures: IntCounterVec,
     pub(crate) versions: IntGaugeVec,
     pub(crate) inference_queue: IntGauge,
+    batch_size: HistogramVec,
 }
 
 /// Microsecond buckets from 10 µs up by ×1.8, as TF Serving's latency histograms.
@@ -129,8 +130,18 @@ impl Metrics {
             "Requests waiting for an inference thread.",
         )
         .expect("valid metric");
+        let batch_size = HistogramVec::new(
+            HistogramOpts::new(
+                ":candle_serving:batch_size",
+                "Rows in each batch that server-side batching ran.",
+            )
+            .buckets(exponential_buckets(1.0, 2.0, 11).expect("valid bucket parameters")),
+            &["model_name", "model_version"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(request_count.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(batch_size.clone()),
             Box::new(request_latency.clone()),
             Box::new(runtime_latency.clone()),
             Box::new(load_latency.clone()),
@@ -157,7 +168,15 @@ impl Metrics {
             load_failures,
             versions,
             inference_queue,
+            batch_size,
         }
+    }
+
+    /// One batch run by server-side batching.
+    pub fn batch(&self, model: &str, version: i64, rows: usize) {
+        self.batch_size
+            .with_label_values(&[model, &version.to_string()])
+            .observe(rows as f64);
     }
 
     /// One finished request. `version` is `None` when the request never reached a version.

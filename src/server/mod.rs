@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::batching::BatchingOptions;
 use crate::config::{ModelsConfig, ServerArgs};
 use crate::manager::{Manager, ManagerOptions};
 use crate::metrics::Metrics;
@@ -19,7 +20,6 @@ use crate::proto::tensorflow::serving::MonitoringConfig;
 use crate::proto::tensorflow::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
 };
-use crate::batching::BatchingOptions;
 use crate::serving::{Core, CoreOptions};
 use crate::source::FileSystemSource;
 use crate::transport::grpc::GrpcServices;

@@ -13,7 +13,9 @@ use crate::error::ServingError;
 use crate::manager::{Loaded, Manager, ModelReadiness, VersionChoice, VersionStatus};
 use crate::metrics::{Api, Metrics};
 use crate::pool::{PoolError, WorkerPool};
-use crate::servable::{BatchPolicy, Inputs, Outputs, ServableError, Signature, SignatureMap, DEFAULT_SIGNATURE};
+use crate::servable::{
+    BatchPolicy, Inputs, Outputs, ServableError, Signature, SignatureMap, DEFAULT_SIGNATURE,
+};
 use crate::tensor::{Tensor, TensorData};
 
 /// Limits of the request path.
@@ -260,7 +262,13 @@ impl Core {
             return None;
         }
         let batcher = loaded.batcher(|servable| {
-            Batcher::new(servable, options.clone(), self.pool.clone())
+            let (metrics, model, version) = (
+                self.metrics.clone(),
+                loaded.model().to_string(),
+                loaded.version(),
+            );
+            let on_batch = Box::new(move |rows| metrics.batch(&model, version, rows));
+            Batcher::new(servable, options.clone(), self.pool.clone(), on_batch)
         });
         batcher.takes(batching::rows(inputs)).then_some(batcher)
     }

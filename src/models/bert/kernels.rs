@@ -216,9 +216,8 @@ impl CustomOp1 for PackedAttention<'_> {
             .flat_map(|w| (0..heads).map(move |h| (w[0], w[1], h)))
             .collect();
         let work: usize = tasks.iter().map(|(s, e, _)| (e - s) * (e - s)).sum();
-        let run = |&(start, end, head): &(usize, usize, usize)| {
-            self.task(qkv, width, start, end, head)
-        };
+        let run =
+            |&(start, end, head): &(usize, usize, usize)| self.task(qkv, width, start, end, head);
         let contexts: Vec<Vec<f32>> =
             if work * head_dim < PARALLEL_ELEMENTS || rayon::current_num_threads() < 2 {
                 tasks.iter().map(run).collect()
@@ -259,7 +258,11 @@ mod tests {
                 exp(x)
             );
             let erf_want = libm::erff(x);
-            assert!((erf(x) - erf_want).abs() < 1e-6, "erf({x}) = {} want {erf_want}", erf(x));
+            assert!(
+                (erf(x) - erf_want).abs() < 1e-6,
+                "erf({x}) = {} want {erf_want}",
+                erf(x)
+            );
         }
         assert!(exp(-200.0) < 2e-38);
         assert!(exp(100.0).is_finite());

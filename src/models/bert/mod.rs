@@ -19,8 +19,8 @@ use self::model::{Bert, Mode};
 use self::tokenize::{input_specs, tokens_from_inputs, IdLimits, TextEncoder, TokenBatch};
 use super::{open_weights, read_json, LoadError};
 use crate::servable::{
-    BatchPolicy, ClassificationOutputs, Inputs, Outputs, Servable, ServableError, Signature, SignatureMap,
-    TensorSpec, DEFAULT_SIGNATURE,
+    BatchPolicy, ClassificationOutputs, Inputs, Outputs, Servable, ServableError, Signature,
+    SignatureMap, TensorSpec, DEFAULT_SIGNATURE,
 };
 use crate::tensor::{DType, Tensor, TensorData};
 
@@ -314,7 +314,10 @@ impl Servable for ClassifierServable {
 
     fn run(&self, _signature: &str, inputs: &Inputs) -> Result<Outputs, ServableError> {
         let (hidden, bounds) = self.encoder.hidden(inputs)?;
-        let starts: Vec<u32> = bounds[..bounds.len() - 1].iter().map(|&s| s as u32).collect();
+        let starts: Vec<u32> = bounds[..bounds.len() - 1]
+            .iter()
+            .map(|&s| s as u32)
+            .collect();
         let first = hidden.index_select(
             &CTensor::from_slice(&starts, starts.len(), &self.encoder.device)?,
             0,
