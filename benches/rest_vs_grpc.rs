@@ -7,60 +7,18 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "support/load.rs"]
+mod load;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use candle_serving::config::ModelsConfig;
 use candle_serving::server::ServerOptions;
 use common::*;
+use load::drive;
 
 const RUN: Duration = Duration::from_secs(6);
-
-struct Outcome {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: usize,
-}
-
-async fn drive<F, Fut>(concurrency: usize, call: F) -> Outcome
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let call = Arc::new(call);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..concurrency {
-        let call = call.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut latencies, mut errors, mut i) = (Vec::new(), 0, c);
-            while started.elapsed() < RUN {
-                let t = Instant::now();
-                if !call(i).await {
-                    errors += 1;
-                }
-                latencies.push(t.elapsed());
-                i += concurrency;
-            }
-            (latencies, errors)
-        }));
-    }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.unwrap();
-        all.extend(l);
-        errors += e;
-    }
-    let elapsed = started.elapsed();
-    all.sort();
-    Outcome {
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: all[all.len() / 2],
-        p99: all[(all.len() * 99) / 100],
-        errors,
-    }
-}
 
 #[tokio::main]
 async fn main() {
@@ -94,7 +52,7 @@ async fn main() {
         for concurrency in [1, 32] {
             let grpc = s.grpc.clone();
             let sents = sentences.clone();
-            let g = drive(concurrency, move |i| {
+            let g = drive(concurrency, RUN, move |i| {
                 let mut grpc = grpc.clone();
                 let text = sents[i % sents.len()].clone();
                 async move {
@@ -110,7 +68,7 @@ async fn main() {
             let http = reqwest::Client::new();
             let url = format!("{rest_base}/v1/models/{model}:predict");
             let sents = sentences.clone();
-            let r = drive(concurrency, move |i| {
+            let r = drive(concurrency, RUN, move |i| {
                 let http = http.clone();
                 let url = url.clone();
                 let body = serde_json::json!({"instances": [sents[i % sents.len()]]}).to_string();

@@ -1,0 +1,115 @@
+//! MiniLM end to end under load (not a test): one short sentence per request
+//! (`../shared/bench/short.txt`), closed loop, gRPC and REST, at concurrency 1, 8, 32 and 64,
+//! with server-side batching on and off. Client and server share the machine's cores, as a
+//! sidecar load generator would.
+//!
+//!     cargo bench --bench load [-- --seconds 6 --json out.json]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/load.rs"]
+mod load;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use candle_serving::batching::BatchingOptions;
+use candle_serving::config::ModelsConfig;
+use candle_serving::server::ServerOptions;
+use common::*;
+use load::drive;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main]
+async fn main() {
+    let run = Duration::from_secs_f64(arg("--seconds").map_or(6.0, |s| s.parse().expect("--seconds")));
+    let sentences: Arc<Vec<String>> = Arc::new(
+        std::fs::read_to_string(repo_root().join("../shared/bench/short.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(minilm_dir().parent().unwrap(), dir.path().join("minilm")).unwrap();
+    let config = r#"model_config_list { config { name: "minilm" base_path: "minilm" } }"#;
+    println!(
+        "MiniLM, one short sentence per request, closed loop, {}s per cell, {} cores",
+        run.as_secs_f64(),
+        std::thread::available_parallelism().unwrap()
+    );
+    println!("| batching | transport | concurrency | requests/s | p50 | p99 | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut results = Vec::new();
+    for batching in [true, false] {
+        let mut options =
+            ServerOptions::local(ModelsConfig::from_text(config, dir.path(), "bench").unwrap());
+        options.core.batching = batching.then(|| BatchingOptions {
+            max_batch_size: 64,
+            ..BatchingOptions::default()
+        });
+        let mut s = TestServer::start(options).await;
+        s.wait_for("minilm", 1, AVAILABLE).await;
+        let rest_base = format!("http://{}", s.server.rest_addr.unwrap());
+        for concurrency in [1, 8, 32, 64] {
+            let grpc = s.grpc.clone();
+            let sents = sentences.clone();
+            let g = drive(concurrency, run, move |i| {
+                let mut grpc = grpc.clone();
+                let text = sents[i % sents.len()].clone();
+                async move {
+                    grpc.predict(predict_request(
+                        spec("minilm", None),
+                        &[("text", strings(&[&text]))],
+                    ))
+                    .await
+                    .is_ok()
+                }
+            })
+            .await;
+            let http = reqwest::Client::new();
+            let url = format!("{rest_base}/v1/models/minilm:predict");
+            let sents = sentences.clone();
+            let r = drive(concurrency, run, move |i| {
+                let http = http.clone();
+                let url = url.clone();
+                let body = serde_json::json!({"instances": [sents[i % sents.len()]]}).to_string();
+                async move {
+                    http.post(url)
+                        .body(body)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
+            })
+            .await;
+            for (transport, o) in [("gRPC", g), ("REST", r)] {
+                let on = if batching { "on" } else { "off" };
+                println!(
+                    "| {on} | {transport} | {concurrency} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+                    o.rps,
+                    o.p50.as_secs_f64() * 1e3,
+                    o.p99.as_secs_f64() * 1e3,
+                    o.errors
+                );
+                results.push(serde_json::json!({
+                    "server": "candle-serving", "batching": batching, "transport": transport,
+                    "concurrency": concurrency, "rps": o.rps,
+                    "p50_ms": o.p50.as_secs_f64() * 1e3, "p99_ms": o.p99.as_secs_f64() * 1e3,
+                    "errors": o.errors,
+                }));
+            }
+        }
+        s.stop().await;
+    }
+    if let Some(path) = arg("--json") {
+        std::fs::write(path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    }
+}
