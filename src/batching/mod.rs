@@ -95,6 +95,7 @@ impl Batcher {
             stats: stats.clone(),
             on_batch,
             queues: Vec::new(),
+            last_rows: 1,
         };
         tokio::spawn(scheduler.run(receiver));
         Batcher {
@@ -174,6 +175,8 @@ struct Scheduler {
     stats: Arc<BatchStats>,
     on_batch: OnBatch,
     queues: Vec<Queue>,
+    /// Rows of the batch formed last.
+    last_rows: usize,
 }
 
 impl Scheduler {
@@ -256,16 +259,21 @@ impl Scheduler {
         self.queues.retain(|q| !q.tasks.is_empty());
     }
 
-    /// The queue to batch next: among the queues that are full or whose oldest request has
-    /// waited long enough (every queue, when `draining`), the one whose oldest request is
-    /// oldest.
+    /// The queue to batch next: among the queues that are ready, the one whose oldest
+    /// request is oldest. A queue is ready when it holds `max_batch_size` rows, or as many
+    /// rows as the previous batch had, or its oldest request has waited `batch_timeout`
+    /// (every queue is, when `draining`). The middle rule is this server's: under steady
+    /// load a batch waits (never beyond the timeout) for the clients of the previous batch
+    /// to come back, while a lone client, whose previous batch was its own single row,
+    /// never waits at all, where TF Serving's rule would add the whole timeout to it.
     fn ready(&self, now: Instant, draining: bool) -> Option<usize> {
+        let enough = self.last_rows.clamp(1, self.options.max_batch_size);
         self.queues
             .iter()
             .enumerate()
             .filter(|(_, q)| {
                 draining
-                    || q.rows >= self.options.max_batch_size
+                    || q.rows >= enough
                     || q.tasks
                         .front()
                         .is_some_and(|t| now >= t.enqueued + self.options.batch_timeout)
@@ -291,6 +299,7 @@ impl Scheduler {
             self.queues.remove(index);
         }
         self.waiting_rows.fetch_sub(rows, Ordering::AcqRel);
+        self.last_rows = rows;
         batch
     }
 

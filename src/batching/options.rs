@@ -13,7 +13,9 @@ pub struct BatchingOptions {
     /// Most rows (sum of the requests' batch sizes) in one batch.
     pub max_batch_size: usize,
     /// Longest the oldest request of a batch waits for more to join. 0: a batch goes as soon
-    /// as a batch thread is free, with whatever queued while the previous one ran.
+    /// as a batch thread is free, with whatever queued while the previous one ran. A batch
+    /// stops waiting as soon as it has as many rows as the previous batch (see the
+    /// scheduler), so a lone client never waits.
     pub batch_timeout: Duration,
     /// Queue capacity, in batches of `max_batch_size` rows; beyond it requests are refused
     /// with RESOURCE_EXHAUSTED.
@@ -34,7 +36,7 @@ impl Default for BatchingOptions {
     fn default() -> Self {
         BatchingOptions {
             max_batch_size: 32,
-            batch_timeout: Duration::ZERO,
+            batch_timeout: Duration::from_millis(2),
             max_enqueued_batches: 16,
             num_batch_threads: 1,
             allowed_batch_sizes: Vec::new(),

@@ -193,14 +193,38 @@ async fn a_batch_never_exceeds_max_batch_size() {
     }
 }
 
+/// Brings the scheduler of a gated rig to "the previous batch had 4 rows": one lone
+/// request, then four rows queued behind it.
+async fn after_a_batch_of_four(rig: &Rig) {
+    let lone = spawn(rig, &[0.0]);
+    assert_eq!(
+        next_batch(rig).await,
+        vec![0.0],
+        "a lone first request never waits"
+    );
+    let mut four = Vec::new();
+    for (i, r) in [10.0, 11.0, 12.0, 13.0].into_iter().enumerate() {
+        four.push(spawn(rig, &[r]));
+        settle(&rig.batcher, i + 1).await;
+    }
+    rig.release.send(()).unwrap();
+    assert_eq!(next_batch(rig).await, vec![10.0, 11.0, 12.0, 13.0]);
+    rig.release.send(()).unwrap();
+    lone.await.unwrap().unwrap();
+    for h in four {
+        h.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unfilled_batch_waits_for_its_timeout_and_a_full_one_does_not() {
+async fn under_load_a_batch_waits_for_as_many_rows_as_the_last_up_to_the_timeout() {
     let long = BatchingOptions {
-        max_batch_size: 4,
+        max_batch_size: 8,
         batch_timeout: Duration::from_secs(3600),
         ..BatchingOptions::default()
     };
-    let rig = start_rig(long, BatchPolicy::Rows, false);
+    let rig = start_rig(long, BatchPolicy::Rows, true);
+    after_a_batch_of_four(&rig).await;
     let a = spawn(&rig, &[1.0]);
     settle(&rig.batcher, 1).await;
     let b = spawn(&rig, &[2.0]);
@@ -208,24 +232,35 @@ async fn an_unfilled_batch_waits_for_its_timeout_and_a_full_one_does_not() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         rig.started.try_recv().is_err(),
-        "two of four rows must wait for the timeout"
+        "two rows after a batch of four wait (here for an hour)"
     );
-    assert!(!a.is_finished() && !b.is_finished());
     let c = spawn(&rig, &[3.0, 4.0]);
     assert_eq!(next_batch(&rig).await, vec![1.0, 2.0, 3.0, 4.0]);
+    rig.release.send(()).unwrap();
     for h in [a, b, c] {
         h.await.unwrap().unwrap();
     }
 
+    // With a short timeout, the same two rows go when it expires.
     let short = BatchingOptions {
-        max_batch_size: 4,
+        max_batch_size: 8,
         batch_timeout: Duration::from_millis(20),
         ..BatchingOptions::default()
     };
-    let rig2 = start_rig(short, BatchPolicy::Rows, false);
-    let lone = spawn(&rig2, &[9.0]);
-    assert_eq!(next_batch(&rig2).await, vec![9.0]);
-    assert_eq!(y(&lone.await.unwrap().unwrap()), vec![18.0, 19.0]);
+    let rig = start_rig(short, BatchPolicy::Rows, true);
+    after_a_batch_of_four(&rig).await;
+    let a = spawn(&rig, &[5.0]);
+    settle(&rig.batcher, 1).await;
+    let b = spawn(&rig, &[6.0]);
+    assert_eq!(next_batch(&rig).await, vec![5.0, 6.0]);
+    rig.release.send(()).unwrap();
+    assert_eq!(y(&a.await.unwrap().unwrap()), vec![10.0, 11.0]);
+    b.await.unwrap().unwrap();
+    // That batch had two rows: now two rows are enough, and a lone one waits 20 ms.
+    let c = spawn(&rig, &[7.0]);
+    assert_eq!(next_batch(&rig).await, vec![7.0]);
+    rig.release.send(()).unwrap();
+    c.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
