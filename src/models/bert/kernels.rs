@@ -7,7 +7,7 @@
 //! Training never uses them: they have no backward pass (see `Mode` in [`super::model`]).
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -42,24 +42,37 @@ fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// Exact (erf) GELU, BERT's `hidden_act: gelu`.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx512bw", "x86_64+avx2+fma"))]
-fn gelu_slice(src: &[f32], dst: &mut [f32]) {
-    for (d, &x) in dst.iter_mut().zip(src) {
-        *d = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-    }
-}
-
-/// Softmax of each `len`-long row of `src` after scaling by `scale`.
+/// Softmax of each `len`-long row of `src` after scaling by `scale`. The max and the sum
+/// are kept in eight lanes: LLVM does not reorder a float reduction by itself, so a plain
+/// running sum would keep the exponentials scalar.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx512bw", "x86_64+avx2+fma"))]
 fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
+    const LANES: usize = 8;
     for (s, d) in src.chunks_exact(len).zip(dst.chunks_exact_mut(len)) {
-        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
-        let mut sum = 0.0;
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut blocks = s.chunks_exact(LANES);
+        for block in &mut blocks {
+            for (m, &x) in lanes.iter_mut().zip(block) {
+                *m = if x > *m { x } else { *m };
+            }
+        }
+        let max = blocks
+            .remainder()
+            .iter()
+            .chain(&lanes)
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+            * scale;
         for (d, &s) in d.iter_mut().zip(s) {
             *d = exp(s * scale - max);
-            sum += *d;
         }
+        let mut sums = [0f32; LANES];
+        let mut blocks = d.chunks_exact(LANES);
+        for block in &mut blocks {
+            for (acc, &x) in sums.iter_mut().zip(block) {
+                *acc += x;
+            }
+        }
+        let sum: f32 = sums.iter().sum::<f32>() + blocks.remainder().iter().sum::<f32>();
         let inv = 1.0 / sum;
         for d in d.iter_mut() {
             *d *= inv;
@@ -75,40 +88,6 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: the input must be contiguous"),
     }
-}
-
-/// Runs `f` over matching chunks of `src` and `dst` whose lengths are multiples of `unit`,
-/// in parallel when the input is large.
-fn chunked(src: &[f32], dst: &mut [f32], unit: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
-    let threads = rayon::current_num_threads();
-    if src.len() < PARALLEL_ELEMENTS || threads < 2 {
-        return f(src, dst);
-    }
-    let units = src.len() / unit;
-    let per = units.div_ceil(threads * 4).max(1) * unit;
-    src.par_chunks(per)
-        .zip(dst.par_chunks_mut(per))
-        .for_each(|(s, d)| f(s, d));
-}
-
-struct Gelu;
-
-impl CustomOp1 for Gelu {
-    fn name(&self) -> &'static str {
-        "vectorised-gelu-erf"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous(storage, layout, self.name())?;
-        let mut dst = vec![0f32; src.len()];
-        chunked(src, &mut dst, 1, gelu_slice);
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
-    }
-}
-
-/// GELU (erf form) of an f32 tensor.
-pub fn gelu(xs: &Tensor) -> Result<Tensor> {
-    xs.contiguous()?.apply_op1_no_bwd(&Gelu)
 }
 
 /// Scaled dot-product attention of packed sequences (see `Packed` in the tokenizer module):
@@ -242,6 +221,179 @@ pub fn packed_attention(qkv: &Tensor, bounds: &[usize], heads: usize) -> Result<
         .apply_op1_no_bwd(&PackedAttention { bounds, heads })
 }
 
+/// Exact (erf) GELU, BERT's `hidden_act: gelu`, in place.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx512bw", "x86_64+avx2+fma"))]
+fn gelu_in_place(values: &mut [f32]) {
+    for x in values.iter_mut() {
+        *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// A dense layer for serving: `x · Wᵀ + b`, plus an optional residual and GELU, as one GEMM
+/// into a destination that already holds the bias (and residual) rows. Candle would add the
+/// bias and the residual in two more passes, each on its own thread pool, whose workers
+/// spin against gemm's on a small machine.
+pub struct DenseKernel {
+    /// `Wᵀ`, row-major `[inputs, outputs]`.
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+}
+
+impl DenseKernel {
+    /// From `Wᵀ` (`[inputs, outputs]`) and the bias (`[outputs]`).
+    pub fn new(weight_t: &Tensor, bias: &Tensor) -> Result<Self> {
+        let (inputs, outputs) = weight_t.dims2()?;
+        let bias = bias.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        if bias.len() != outputs {
+            candle_core::bail!(
+                "a dense layer's bias has {} values for {outputs} outputs",
+                bias.len()
+            );
+        }
+        Ok(DenseKernel {
+            weight_t: weight_t
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            bias,
+            inputs,
+        })
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.bias.len()
+    }
+
+    fn run(&self, x: &[f32], residual: Option<&[f32]>, gelu: bool) -> Vec<f32> {
+        let (k, n) = (self.inputs, self.outputs());
+        let rows = x.len() / k;
+        let mut dst = Vec::with_capacity(rows * n);
+        match residual {
+            Some(residual) => {
+                for row in residual.chunks_exact(n) {
+                    dst.extend(row.iter().zip(&self.bias).map(|(r, b)| r + b));
+                }
+            }
+            None => {
+                for _ in 0..rows {
+                    dst.extend_from_slice(&self.bias);
+                }
+            }
+        }
+        let threads = rayon::current_num_threads();
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: dst is rows × n, x is rows × k and weight_t is k × n, all row-major with
+        // the strides given.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                self.weight_t.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        if gelu {
+            if dst.len() < PARALLEL_ELEMENTS || threads < 2 {
+                gelu_in_place(&mut dst);
+            } else {
+                let per = dst.len().div_ceil(threads * 4);
+                dst.par_chunks_mut(per).for_each(gelu_in_place);
+            }
+        }
+        dst
+    }
+
+    /// `xs` (`[..., inputs]`) through the layer; `residual` (shaped like the output) is
+    /// added, then GELU applied when `gelu`.
+    pub fn forward(&self, xs: &Tensor, residual: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
+        let op = DenseOp { kernel: self, gelu };
+        match residual {
+            Some(r) => xs.contiguous()?.apply_op2_no_bwd(&r.contiguous()?, &op),
+            None => xs.contiguous()?.apply_op1_no_bwd(&op),
+        }
+    }
+}
+
+struct DenseOp<'a> {
+    kernel: &'a DenseKernel,
+    gelu: bool,
+}
+
+impl DenseOp<'_> {
+    fn output_shape(&self, layout: &Layout) -> Result<Shape> {
+        let mut dims = layout.shape().dims().to_vec();
+        match dims.last_mut() {
+            Some(last) if *last == self.kernel.inputs => *last = self.kernel.outputs(),
+            _ => candle_core::bail!(
+                "dense layer: input {:?} does not end in {} features",
+                layout.shape(),
+                self.kernel.inputs
+            ),
+        }
+        Ok(Shape::from_dims(&dims))
+    }
+}
+
+impl CustomOp1 for DenseOp<'_> {
+    fn name(&self) -> &'static str {
+        "fused-dense"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let shape = self.output_shape(layout)?;
+        let x = contiguous(storage, layout, "fused-dense")?;
+        Ok((CpuStorage::F32(self.kernel.run(x, None, self.gelu)), shape))
+    }
+}
+
+impl CustomOp2 for DenseOp<'_> {
+    fn name(&self) -> &'static str {
+        "fused-dense-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = self.output_shape(layout)?;
+        if residual_layout.shape() != &shape {
+            candle_core::bail!(
+                "dense layer: residual {:?} does not match the output {shape:?}",
+                residual_layout.shape()
+            );
+        }
+        let x = contiguous(storage, layout, "fused-dense")?;
+        let residual = contiguous(residual, residual_layout, "fused-dense")?;
+        Ok((
+            CpuStorage::F32(self.kernel.run(x, Some(residual), self.gelu)),
+            shape,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,21 +422,15 @@ mod tests {
 
     #[test]
     fn gelu_equals_candles_exact_gelu() {
-        let device = Device::Cpu;
-        // Large enough to take the parallel path.
-        let xs = Tensor::randn(0f32, 3.0, (3, 50_000), &device).unwrap();
-        let ours = gelu(&xs).unwrap();
-        let candle = xs.gelu_erf().unwrap();
-        let diff = (ours - candle)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_keepdim(1)
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()[0];
+        let xs = Tensor::randn(0f32, 3.0, 10_000, &Device::Cpu).unwrap();
+        let want = xs.gelu_erf().unwrap().to_vec1::<f32>().unwrap();
+        let mut got = xs.to_vec1::<f32>().unwrap();
+        gelu_in_place(&mut got);
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(diff < 2e-6, "max difference {diff}");
     }
 

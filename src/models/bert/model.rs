@@ -198,9 +198,8 @@ impl Embeddings {
 enum Dense {
     /// candle's `Linear` (`x · Wᵀ + b`), which backpropagates.
     Train(Linear),
-    /// `Wᵀ` stored contiguous, `[in, out]`, so a forward is one plain 2-D GEMM over every
-    /// token of the batch. `Linear` multiplies each item separately by a transposed view.
-    Infer { weight_t: Tensor, bias: Tensor },
+    /// One fused GEMM over every token of the batch (see [`kernels::DenseKernel`]).
+    Infer(kernels::DenseKernel),
 }
 
 impl Dense {
@@ -218,25 +217,29 @@ impl Dense {
                     .ok_or_else(|| candle_core::Error::Msg("a BERT dense layer has a bias".into()))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Dense::Infer {
-            weight_t: Tensor::cat(&weights, 0)?.t()?.contiguous()?,
-            bias: Tensor::cat(&biases, 0)?,
-        })
+        Ok(Dense::Infer(kernels::DenseKernel::new(
+            &Tensor::cat(&weights, 0)?.t()?,
+            &Tensor::cat(&biases, 0)?,
+        )?))
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_with(xs, None, false)
+    }
+
+    /// The layer, then `+ residual`, then GELU when `gelu`.
+    fn forward_with(&self, xs: &Tensor, residual: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
         match self {
-            Dense::Train(linear) => linear.forward(xs),
-            Dense::Infer { weight_t, bias } => {
-                let mut dims = xs.dims().to_vec();
-                let inputs = dims.pop().unwrap_or(1);
-                let rows = xs.elem_count() / inputs.max(1);
-                let out = xs
-                    .reshape((rows, inputs))?
-                    .matmul(weight_t)?
-                    .broadcast_add(bias)?;
-                dims.push(out.dim(1)?);
-                out.reshape(dims)
+            Dense::Infer(kernel) => kernel.forward(xs, residual, gelu),
+            Dense::Train(linear) => {
+                let mut out = linear.forward(xs)?;
+                if let Some(r) = residual {
+                    out = out.add(r)?;
+                }
+                if gelu {
+                    out = out.gelu_erf()?;
+                }
+                Ok(out)
             }
         }
     }
@@ -307,7 +310,8 @@ impl Attention {
             candle_core::bail!("packed batches are for the serving encoder (Mode::Inference)");
         };
         let context = kernels::packed_attention(&qkv.forward(xs)?, bounds, self.heads)?;
-        self.norm.forward(&self.output.forward(&context)?.add(xs)?)
+        self.norm
+            .forward(&self.output.forward_with(&context, Some(xs), false)?)
     }
 
     /// Attention from candle ops only, so gradients flow.
@@ -377,12 +381,22 @@ impl FeedForward {
     }
 
     fn forward(&self, xs: &Tensor, rng: Option<&TrainRng>) -> Result<Tensor> {
+        if self.mode == Mode::Inference {
+            // GELU and the residual inside the two GEMMs; no dropout when serving.
+            let inner = match self.act {
+                HiddenAct::Gelu => self.intermediate.forward_with(xs, None, true)?,
+                HiddenAct::GeluNew => self.intermediate.forward(xs)?.gelu()?,
+                HiddenAct::Relu => self.intermediate.forward(xs)?.relu()?,
+            };
+            return self
+                .norm
+                .forward(&self.output.forward_with(&inner, Some(xs), false)?);
+        }
         let inner = self.intermediate.forward(xs)?;
-        let inner = match (self.act, self.mode) {
-            (HiddenAct::Gelu, Mode::Inference) => kernels::gelu(&inner)?,
-            (HiddenAct::Gelu, Mode::Trainable) => inner.gelu_erf()?,
-            (HiddenAct::GeluNew, _) => inner.gelu()?,
-            (HiddenAct::Relu, _) => inner.relu()?,
+        let inner = match self.act {
+            HiddenAct::Gelu => inner.gelu_erf()?,
+            HiddenAct::GeluNew => inner.gelu()?,
+            HiddenAct::Relu => inner.relu()?,
         };
         let out = self.dropout.forward(&self.output.forward(&inner)?, rng)?;
         self.norm.forward(&out.add(xs)?)
