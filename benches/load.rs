@@ -3,7 +3,7 @@
 //! with server-side batching on and off. Client and server share the machine's cores, as a
 //! sidecar load generator would.
 //!
-//!     cargo bench --bench load [-- --seconds 6 --json out.json]
+//!     cargo bench --bench load [-- --seconds 6 --json out.json --batching on|off --concurrency 1,8]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -28,7 +28,8 @@ fn arg(name: &str) -> Option<String> {
 
 #[tokio::main]
 async fn main() {
-    let run = Duration::from_secs_f64(arg("--seconds").map_or(6.0, |s| s.parse().expect("--seconds")));
+    let run =
+        Duration::from_secs_f64(arg("--seconds").map_or(6.0, |s| s.parse().expect("--seconds")));
     let sentences: Arc<Vec<String>> = Arc::new(
         std::fs::read_to_string(repo_root().join("../shared/bench/short.txt"))
             .unwrap()
@@ -48,7 +49,17 @@ async fn main() {
     println!("| batching | transport | concurrency | requests/s | p50 | p99 | errors |");
     println!("|---|---|---|---|---|---|---|");
     let mut results = Vec::new();
-    for batching in [true, false] {
+    let modes: Vec<bool> = match arg("--batching").as_deref() {
+        Some("on") => vec![true],
+        Some("off") => vec![false],
+        _ => vec![true, false],
+    };
+    let levels: Vec<usize> = arg("--concurrency").map_or(vec![1, 8, 32, 64], |l| {
+        l.split(',')
+            .map(|c| c.parse().expect("--concurrency 1,8,32"))
+            .collect()
+    });
+    for batching in modes {
         let mut options =
             ServerOptions::local(ModelsConfig::from_text(config, dir.path(), "bench").unwrap());
         options.core.batching = batching.then(|| BatchingOptions {
@@ -57,8 +68,18 @@ async fn main() {
         });
         let mut s = TestServer::start(options).await;
         s.wait_for("minilm", 1, AVAILABLE).await;
+        // Warm up (first-touch of the weights, allocator growth) before any cell counts.
+        let warm = std::time::Instant::now();
+        for text in sentences.iter().cycle() {
+            if warm.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            let mut grpc = s.grpc.clone();
+            let request = predict_request(spec("minilm", None), &[("text", strings(&[text]))]);
+            grpc.predict(request).await.expect("warm-up request");
+        }
         let rest_base = format!("http://{}", s.server.rest_addr.unwrap());
-        for concurrency in [1, 8, 32, 64] {
+        for &concurrency in &levels {
             let grpc = s.grpc.clone();
             let sents = sentences.clone();
             let g = drive(concurrency, run, move |i| {

@@ -50,4 +50,3 @@ where
         errors,
     }
 }
-

@@ -65,6 +65,35 @@ impl Packed {
     pub fn sequences(&self) -> usize {
         self.bounds.len() - 1
     }
+
+    /// Consecutive groups of whole sequences of at most `max_tokens` tokens each (a longer
+    /// sequence is a group of its own), in order.
+    pub fn split(self, max_tokens: usize) -> Vec<Packed> {
+        if self.ids.len() <= max_tokens {
+            return vec![self];
+        }
+        let mut groups = Vec::new();
+        let mut first = 0;
+        while first < self.sequences() {
+            let start = self.bounds[first];
+            let mut last = first + 1;
+            while last < self.sequences() && self.bounds[last + 1] - start <= max_tokens {
+                last += 1;
+            }
+            let end = self.bounds[last];
+            groups.push(Packed {
+                ids: self.ids[start..end].to_vec(),
+                type_ids: self.type_ids[start..end].to_vec(),
+                positions: self.positions[start..end].to_vec(),
+                bounds: self.bounds[first..=last]
+                    .iter()
+                    .map(|b| b - start)
+                    .collect(),
+            });
+            first = last;
+        }
+        groups
+    }
 }
 
 pub struct TextEncoder {
@@ -307,4 +336,44 @@ fn tokens_from_ids(inputs: &Inputs, limits: &IdLimits) -> Result<TokenBatch, Ser
         batch,
         len,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_drops_padding_and_splitting_keeps_whole_sequences_in_order() {
+        // Rows of 3, 1 and 4 real tokens, padded to 4.
+        let batch = TokenBatch {
+            ids: vec![5, 6, 7, 0, 8, 0, 0, 0, 9, 10, 11, 12],
+            type_ids: vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1],
+            mask: vec![1, 1, 1, 0, 1, 0, 0, 0, 1, 1, 1, 1],
+            batch: 3,
+            len: 4,
+        };
+        let packed = batch.pack().unwrap();
+        assert_eq!(packed.ids, vec![5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(packed.type_ids, vec![0, 0, 1, 0, 0, 0, 1, 1]);
+        assert_eq!(packed.positions, vec![0, 1, 2, 0, 0, 1, 2, 3]);
+        assert_eq!(packed.bounds, vec![0, 3, 4, 8]);
+
+        let groups = packed.clone().split(4);
+        let bounds: Vec<Vec<usize>> = groups.iter().map(|g| g.bounds.clone()).collect();
+        assert_eq!(bounds, vec![vec![0, 3, 4], vec![0, 4]]);
+        assert_eq!(groups[1].ids, vec![9, 10, 11, 12]);
+        // A sequence longer than the budget is a group of its own.
+        let groups = packed.clone().split(2);
+        assert_eq!(groups.len(), 3);
+        assert_eq!(groups.iter().map(|g| g.ids.len()).sum::<usize>(), 8);
+        assert_eq!(packed.clone().split(100), vec![packed]);
+
+        let mut empty_row = batch.clone();
+        empty_row.mask[4] = 0;
+        assert!(empty_row
+            .pack()
+            .unwrap_err()
+            .to_string()
+            .contains("row 1 has no tokens"));
+    }
 }
