@@ -2,7 +2,7 @@
 //! sentences of `../shared/bench/short.txt` and `long.txt` in batches of 1, 8 and 32 through
 //! the embedding servable, the way the server runs a batch.
 //!
-//!     cargo bench --bench encoder [-- --seconds 5 --json out.json]
+//!     cargo bench --bench encoder [-- --seconds 5 --json out.json --int8]
 //!
 //! Threads: the matmuls use gemm's rayon pool (`RAYON_NUM_THREADS`, default the physical
 //! cores); everything else runs on the calling thread.
@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use candle_serving::models::load_servable;
+use candle_serving::models::{load_servable_with, LoadOptions};
 use candle_serving::servable::Inputs;
 use candle_serving::tensor::Tensor;
 use common::repo_root;
@@ -27,7 +27,14 @@ fn arg(name: &str) -> Option<String> {
 fn main() {
     let seconds: f64 = arg("--seconds").map_or(5.0, |s| s.parse().expect("--seconds"));
     let dir = repo_root().join("model_repo/minilm/1");
-    let servable = load_servable(&dir).expect("run scripts/fetch_weights.sh first");
+    let int8 = std::env::args().any(|a| a == "--int8");
+    let servable = load_servable_with(&dir, &LoadOptions { int8 })
+        .expect("run scripts/fetch_weights.sh first");
+    let runtime = if int8 {
+        "candle-serving-int8"
+    } else {
+        "candle-serving"
+    };
     let bench = repo_root().join("../shared/bench");
     let mut results = Vec::new();
     println!("| file | batch | sentences/s | mean per call |");
@@ -59,7 +66,7 @@ fn main() {
                 took * 1e3 / calls as f64
             );
             results.push(serde_json::json!({
-                "runtime": "candle-serving", "file": file, "batch": batch,
+                "runtime": runtime, "file": file, "batch": batch,
                 "sentences_per_s": rate,
             }));
         }

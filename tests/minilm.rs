@@ -73,3 +73,75 @@ async fn embeddings_match_the_sentence_transformers_reference() {
     );
     s.stop().await;
 }
+
+/// `--int8_models`: the same weights served with 8-bit dense layers stay within cosine 0.99
+/// of fp32 on every reference and benchmark sentence, and really are different numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int8_embeddings_stay_within_cosine_0_99_of_fp32() {
+    let base = minilm_dir().parent().unwrap().to_path_buf();
+    let config = format!(
+        r#"model_config_list {{
+             config {{ name: "fp32" base_path: "{0}" }}
+             config {{ name: "int8" base_path: "{0}" }}
+           }}"#,
+        base.display()
+    );
+    let mut options = ServerOptions::local(
+        ModelsConfig::from_text(&config, &repo_root(), "test config").unwrap(),
+    );
+    options.manager.int8_models = ["int8".to_string()].into();
+    let mut s = TestServer::start(options).await;
+    s.wait_for("fp32", 1, AVAILABLE).await;
+    s.wait_for("int8", 1, AVAILABLE).await;
+
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("../shared/reference/minilm_embeddings.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut texts: Vec<String> = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    for file in ["short", "long"] {
+        let text = std::fs::read_to_string(repo_root().join(format!("../shared/bench/{file}.txt")))
+            .unwrap();
+        texts.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from),
+        );
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let embed = |model: &'static str| {
+        let mut grpc = s.grpc.clone();
+        let request = predict_request(spec(model, None), &[("text", strings(&refs))]);
+        async move { floats(&grpc.predict(request).await.unwrap().into_inner().outputs["embeddings"]) }
+    };
+    let (fp32, int8) = (embed("fp32").await, embed("int8").await);
+    let mut lowest = 1f32;
+    for (a, b) in fp32.chunks(384).zip(int8.chunks(384)) {
+        lowest = lowest.min(cosine(a, b));
+    }
+    assert!(
+        lowest >= 0.99,
+        "lowest cosine int8 vs fp32 over {} sentences: {lowest}",
+        texts.len()
+    );
+    let max_diff = fp32
+        .iter()
+        .zip(&int8)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        max_diff > 1e-4,
+        "int8 outputs equal fp32 ({max_diff}): nothing was quantised"
+    );
+    println!(
+        "int8 vs fp32 over {} sentences: lowest cosine {lowest}, max |diff| {max_diff}",
+        texts.len()
+    );
+    s.stop().await;
+}

@@ -40,6 +40,8 @@ pub struct ManagerOptions {
     pub allow_labels_for_unavailable: bool,
     /// Threads of the load pool.
     pub load_threads: usize,
+    /// `--int8_models`: models whose versions load with 8-bit dense layers.
+    pub int8_models: BTreeSet<String>,
 }
 
 impl Default for ManagerOptions {
@@ -49,6 +51,7 @@ impl Default for ManagerOptions {
             load_retry_interval: Duration::from_secs(1),
             allow_labels_for_unavailable: false,
             load_threads: 2,
+            int8_models: BTreeSet::new(),
         }
     }
 }
@@ -271,7 +274,11 @@ impl Manager {
                 break Err("the load was cancelled: the version is no longer wanted".to_string());
             }
             let path = job.path.clone();
-            let outcome = match self.loads.run(move || models::load_servable(&path)).await {
+            let options = models::LoadOptions {
+                int8: self.options.int8_models.contains(&job.model),
+            };
+            let load = move || models::load_servable_with(&path, &options);
+            let outcome = match self.loads.run(load).await {
                 Ok(outcome) => outcome,
                 Err(e) => Err(LoadError::invalid("loader", e.to_string())),
             };

@@ -66,8 +66,23 @@ pub fn open_weights(dir: &Path) -> Result<VarBuilder<'static>, LoadError> {
         .map_err(|e| LoadError::invalid("model.safetensors", e.to_string()))
 }
 
+/// How to load a version, beyond what its folder says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Quantise a BERT encoder's dense layers to 8 bits (`--int8_models`).
+    pub int8: bool,
+}
+
 /// Loads the version folder `dir`.
 pub fn load_servable(dir: &Path) -> Result<Arc<dyn Servable>, LoadError> {
+    load_servable_with(dir, &LoadOptions::default())
+}
+
+/// Loads the version folder `dir` with `options`.
+pub fn load_servable_with(
+    dir: &Path,
+    options: &LoadOptions,
+) -> Result<Arc<dyn Servable>, LoadError> {
     if !dir.is_dir() {
         return Err(LoadError::FolderGone(dir.display().to_string()));
     }
@@ -84,14 +99,22 @@ pub fn load_servable(dir: &Path) -> Result<Arc<dyn Servable>, LoadError> {
         ));
     };
     Ok(match kind.as_str() {
-        "BertModel" => Arc::new(bert::EmbeddingServable::load(
+        "BertModel" => Arc::new(bert::EmbeddingServable::load_with(
             dir,
             &read_json(dir, "config.json")?,
+            options,
         )?),
-        "BertForSequenceClassification" => Arc::new(bert::ClassifierServable::load(
+        "BertForSequenceClassification" => Arc::new(bert::ClassifierServable::load_with(
             dir,
             &read_json(dir, "config.json")?,
+            options,
         )?),
+        "BiLstmCrf" if options.int8 => {
+            return Err(LoadError::invalid(
+                "config.json",
+                "int8 is offered for BERT models only; remove this model from --int8_models",
+            ))
+        }
         "BiLstmCrf" => Arc::new(tagger::TaggerServable::load(dir)?),
         other => return Err(LoadError::UnsupportedArchitecture(other.to_string())),
     })

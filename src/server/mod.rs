@@ -135,6 +135,7 @@ impl ServerOptions {
                 load_retry_interval: Duration::from_micros(args.load_retry_interval_micros),
                 allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
                 load_threads: args.num_load_threads.max(1),
+                int8_models: args.int8_models.iter().cloned().collect(),
             },
             core,
             rest: RestOptions {

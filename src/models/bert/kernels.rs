@@ -7,7 +7,10 @@
 //! Training never uses them: they have no backward pass (see `Mode` in [`super::model`]).
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, Device, Layout, Module, Result, Shape, Tensor,
+};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -233,9 +236,14 @@ fn gelu_in_place(values: &mut [f32]) {
 /// into a destination that already holds the bias (and residual) rows. Candle would add the
 /// bias and the residual in two more passes, each on its own thread pool, whose workers
 /// spin against gemm's on a small machine.
+///
+/// [`quantize_int8`](Self::quantize_int8) swaps the weights for candle's Q8_0 blocks (8-bit
+/// values with one scale per 32); the product then goes through candle's quantised matmul
+/// and only the bias, residual and GELU stay here.
 pub struct DenseKernel {
-    /// `Wᵀ`, row-major `[inputs, outputs]`.
+    /// `Wᵀ`, row-major `[inputs, outputs]`; empty once quantised.
     weight_t: Vec<f32>,
+    int8: Option<QMatMul>,
     bias: Vec<f32>,
     inputs: usize,
 }
@@ -256,18 +264,34 @@ impl DenseKernel {
                 .to_dtype(candle_core::DType::F32)?
                 .flatten_all()?
                 .to_vec1::<f32>()?,
+            int8: None,
             bias,
             inputs,
         })
+    }
+
+    /// Quantises the weights to Q8_0 (needs `inputs` to be a multiple of 32).
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        if self.int8.is_some() {
+            return Ok(());
+        }
+        let weight =
+            Tensor::from_slice(&self.weight_t, (self.inputs, self.outputs()), &Device::Cpu)?
+                .t()?
+                .contiguous()?;
+        let q = QTensor::quantize(&weight, GgmlDType::Q8_0)?;
+        self.int8 = Some(QMatMul::from_qtensor(q)?);
+        self.weight_t = Vec::new();
+        Ok(())
     }
 
     pub fn outputs(&self) -> usize {
         self.bias.len()
     }
 
-    fn run(&self, x: &[f32], residual: Option<&[f32]>, gelu: bool) -> Vec<f32> {
-        let (k, n) = (self.inputs, self.outputs());
-        let rows = x.len() / k;
+    /// `rows` rows of the bias, plus `residual` when given.
+    fn start(&self, rows: usize, residual: Option<&[f32]>) -> Vec<f32> {
+        let n = self.outputs();
         let mut dst = Vec::with_capacity(rows * n);
         match residual {
             Some(residual) => {
@@ -281,7 +305,31 @@ impl DenseKernel {
                 }
             }
         }
-        let threads = rayon::current_num_threads();
+        dst
+    }
+
+    fn threads() -> usize {
+        rayon::current_num_threads()
+    }
+
+    fn finish(dst: &mut [f32], gelu: bool) {
+        if !gelu {
+            return;
+        }
+        let threads = Self::threads();
+        if dst.len() < PARALLEL_ELEMENTS || threads < 2 {
+            gelu_in_place(dst);
+        } else {
+            let per = dst.len().div_ceil(threads * 4);
+            dst.par_chunks_mut(per).for_each(gelu_in_place);
+        }
+    }
+
+    fn run(&self, x: &[f32], residual: Option<&[f32]>, gelu: bool) -> Vec<f32> {
+        let (k, n) = (self.inputs, self.outputs());
+        let rows = x.len() / k;
+        let mut dst = self.start(rows, residual);
+        let threads = Self::threads();
         let parallelism = if threads > 1 {
             gemm::Parallelism::Rayon(threads)
         } else {
@@ -312,45 +360,70 @@ impl DenseKernel {
                 parallelism,
             );
         }
-        if gelu {
-            if dst.len() < PARALLEL_ELEMENTS || threads < 2 {
-                gelu_in_place(&mut dst);
-            } else {
-                let per = dst.len().div_ceil(threads * 4);
-                dst.par_chunks_mut(per).for_each(gelu_in_place);
-            }
-        }
+        Self::finish(&mut dst, gelu);
         dst
     }
 
     /// `xs` (`[..., inputs]`) through the layer; `residual` (shaped like the output) is
     /// added, then GELU applied when `gelu`.
     pub fn forward(&self, xs: &Tensor, residual: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
-        let op = DenseOp { kernel: self, gelu };
+        let (xs, epilogue_only) = match &self.int8 {
+            Some(q) => {
+                let mut dims = xs.dims().to_vec();
+                let k = dims.pop().unwrap_or(1);
+                let rows = xs.elem_count() / k.max(1);
+                dims.push(self.outputs());
+                (q.forward(&xs.reshape((rows, k))?)?.reshape(dims)?, true)
+            }
+            None => (xs.contiguous()?, false),
+        };
+        let op = DenseOp {
+            kernel: self,
+            gelu,
+            epilogue_only,
+        };
         match residual {
-            Some(r) => xs.contiguous()?.apply_op2_no_bwd(&r.contiguous()?, &op),
-            None => xs.contiguous()?.apply_op1_no_bwd(&op),
+            Some(r) => xs.apply_op2_no_bwd(&r.contiguous()?, &op),
+            None => xs.apply_op1_no_bwd(&op),
         }
     }
 }
 
+/// The dense layer as a candle op. With `epilogue_only` its input already is `x · Wᵀ` (from
+/// the quantised matmul) and only the bias, residual and GELU are applied.
 struct DenseOp<'a> {
     kernel: &'a DenseKernel,
     gelu: bool,
+    epilogue_only: bool,
 }
 
 impl DenseOp<'_> {
     fn output_shape(&self, layout: &Layout) -> Result<Shape> {
         let mut dims = layout.shape().dims().to_vec();
+        let expected = if self.epilogue_only {
+            self.kernel.outputs()
+        } else {
+            self.kernel.inputs
+        };
         match dims.last_mut() {
-            Some(last) if *last == self.kernel.inputs => *last = self.kernel.outputs(),
+            Some(last) if *last == expected => *last = self.kernel.outputs(),
             _ => candle_core::bail!(
-                "dense layer: input {:?} does not end in {} features",
-                layout.shape(),
-                self.kernel.inputs
+                "dense layer: input {:?} does not end in {expected} features",
+                layout.shape()
             ),
         }
         Ok(Shape::from_dims(&dims))
+    }
+
+    fn apply(&self, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
+        if !self.epilogue_only {
+            return self.kernel.run(x, residual, self.gelu);
+        }
+        let rows = x.len() / self.kernel.outputs();
+        let mut dst = self.kernel.start(rows, residual);
+        dst.iter_mut().zip(x).for_each(|(d, p)| *d += p);
+        DenseKernel::finish(&mut dst, self.gelu);
+        dst
     }
 }
 
@@ -362,7 +435,7 @@ impl CustomOp1 for DenseOp<'_> {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let shape = self.output_shape(layout)?;
         let x = contiguous(storage, layout, "fused-dense")?;
-        Ok((CpuStorage::F32(self.kernel.run(x, None, self.gelu)), shape))
+        Ok((CpuStorage::F32(self.apply(x, None)), shape))
     }
 }
 
@@ -387,10 +460,7 @@ impl CustomOp2 for DenseOp<'_> {
         }
         let x = contiguous(storage, layout, "fused-dense")?;
         let residual = contiguous(residual, residual_layout, "fused-dense")?;
-        Ok((
-            CpuStorage::F32(self.kernel.run(x, Some(residual), self.gelu)),
-            shape,
-        ))
+        Ok((CpuStorage::F32(self.apply(x, Some(residual))), shape))
     }
 }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use self::config::BertConfig;
 use self::model::{Bert, Mode};
 use self::tokenize::{input_specs, tokens_from_inputs, IdLimits, TextEncoder, TokenBatch};
-use super::{open_weights, read_json, LoadError};
+use super::{open_weights, read_json, LoadError, LoadOptions};
 use crate::servable::{
     BatchPolicy, ClassificationOutputs, Inputs, Outputs, Servable, ServableError, Signature,
     SignatureMap, TensorSpec, DEFAULT_SIGNATURE,
@@ -64,10 +64,20 @@ impl Encoder {
         cfg: &BertConfig,
         vb: VarBuilder,
         with_pooler: bool,
+        options: &LoadOptions,
     ) -> Result<Self, LoadError> {
         cfg.validate()
             .map_err(|m| LoadError::invalid("config.json", m))?;
-        let bert = Bert::load(cfg, Mode::Inference, with_pooler, vb).map_err(weights_error)?;
+        let mut bert = Bert::load(cfg, Mode::Inference, with_pooler, vb).map_err(weights_error)?;
+        if options.int8 {
+            if cfg.hidden_size % 32 != 0 || cfg.intermediate_size % 32 != 0 {
+                return Err(LoadError::invalid(
+                    "config.json",
+                    "int8 needs hidden_size and intermediate_size to be multiples of 32",
+                ));
+            }
+            bert.quantize_int8().map_err(weights_error)?;
+        }
         let max_len = max_len(dir, cfg);
         let text = TextEncoder::load(dir, max_len, cfg.pad_token_id)?;
         Ok(Encoder {
@@ -210,6 +220,14 @@ pub struct EmbeddingServable {
 
 impl EmbeddingServable {
     pub fn load(dir: &Path, cfg: &BertConfig) -> Result<Self, LoadError> {
+        Self::load_with(dir, cfg, &LoadOptions::default())
+    }
+
+    pub fn load_with(
+        dir: &Path,
+        cfg: &BertConfig,
+        options: &LoadOptions,
+    ) -> Result<Self, LoadError> {
         let pooling = if dir.join("1_Pooling/config.json").is_file() {
             read_json::<Pooling>(dir, "1_Pooling/config.json")?
         } else {
@@ -227,7 +245,7 @@ impl EmbeddingServable {
         } else {
             vb
         };
-        let encoder = Encoder::load(dir, cfg, vb, false)?;
+        let encoder = Encoder::load(dir, cfg, vb, false, options)?;
         let dim = (cfg.hidden_size * pooling.modes()) as i64;
         let signature = Signature::predict(
             input_specs(false),
@@ -281,6 +299,14 @@ pub struct ClassifierServable {
 
 impl ClassifierServable {
     pub fn load(dir: &Path, cfg: &BertConfig) -> Result<Self, LoadError> {
+        Self::load_with(dir, cfg, &LoadOptions::default())
+    }
+
+    pub fn load_with(
+        dir: &Path,
+        cfg: &BertConfig,
+        options: &LoadOptions,
+    ) -> Result<Self, LoadError> {
         let vb = open_weights(dir)?;
         let num_labels = cfg.id2label.as_ref().map_or(0, |m| m.len());
         if num_labels < 2 {
@@ -296,7 +322,7 @@ impl ClassifierServable {
         } else {
             vb
         };
-        let encoder = Encoder::load(dir, cfg, root, true)?;
+        let encoder = Encoder::load(dir, cfg, root, true, options)?;
         let c = num_labels as i64;
         let signature = Signature::predict(
             input_specs(true),

@@ -468,6 +468,28 @@ impl Bert {
         Ok(xs)
     }
 
+    /// Swaps every dense layer of the encoder (not the pooler) for 8-bit weights (Q8_0: one
+    /// scale per 32 values). Serving only; an opt-in per model, since it changes the outputs.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            let mut dense: Vec<&mut Dense> = vec![
+                &mut layer.attention.output,
+                &mut layer.feed_forward.intermediate,
+                &mut layer.feed_forward.output,
+            ];
+            if let Projections::Fused(qkv) = &mut layer.attention.projections {
+                dense.push(qkv);
+            }
+            for d in dense {
+                match d {
+                    Dense::Infer(kernel) => kernel.quantize_int8()?,
+                    Dense::Train(_) => candle_core::bail!("int8 is for the serving encoder"),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The last hidden state of a packed batch, `[tokens, hidden]` (serving only).
     pub fn forward_packed(&self, packed: &Packed, device: &Device) -> Result<Tensor> {
         let _enter = self.span.enter();
