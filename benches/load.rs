@@ -17,7 +17,7 @@ use candle_serving::batching::BatchingOptions;
 use candle_serving::config::ModelsConfig;
 use candle_serving::server::ServerOptions;
 use common::*;
-use load::drive;
+use load::grpc_and_rest;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -78,39 +78,8 @@ async fn main() {
             let request = predict_request(spec("minilm", None), &[("text", strings(&[text]))]);
             grpc.predict(request).await.expect("warm-up request");
         }
-        let rest_base = format!("http://{}", s.server.rest_addr.unwrap());
         for &concurrency in &levels {
-            let grpc = s.grpc.clone();
-            let sents = sentences.clone();
-            let g = drive(concurrency, run, move |i| {
-                let mut grpc = grpc.clone();
-                let text = sents[i % sents.len()].clone();
-                async move {
-                    grpc.predict(predict_request(
-                        spec("minilm", None),
-                        &[("text", strings(&[&text]))],
-                    ))
-                    .await
-                    .is_ok()
-                }
-            })
-            .await;
-            let http = reqwest::Client::new();
-            let url = format!("{rest_base}/v1/models/minilm:predict");
-            let sents = sentences.clone();
-            let r = drive(concurrency, run, move |i| {
-                let http = http.clone();
-                let url = url.clone();
-                let body = serde_json::json!({"instances": [sents[i % sents.len()]]}).to_string();
-                async move {
-                    http.post(url)
-                        .body(body)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                }
-            })
-            .await;
+            let [g, r] = grpc_and_rest(&s, "minilm", &sentences, concurrency, run).await;
             for (transport, o) in [("gRPC", g), ("REST", r)] {
                 let on = if batching { "on" } else { "off" };
                 println!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use candle_serving::config::ModelsConfig;
 use candle_serving::server::ServerOptions;
 use common::*;
-use load::drive;
+use load::grpc_and_rest;
 
 const RUN: Duration = Duration::from_secs(6);
 
@@ -39,7 +39,6 @@ async fn main() {
     .await;
     s.wait_for("tiny", 1, AVAILABLE).await;
     s.wait_for("minilm", 1, AVAILABLE).await;
-    let rest_base = format!("http://{}", s.server.rest_addr.unwrap());
 
     println!(
         "REST vs gRPC, one short sentence per request, closed loop, {}s per cell, {} cores",
@@ -50,37 +49,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|");
     for model in ["tiny", "minilm"] {
         for concurrency in [1, 32] {
-            let grpc = s.grpc.clone();
-            let sents = sentences.clone();
-            let g = drive(concurrency, RUN, move |i| {
-                let mut grpc = grpc.clone();
-                let text = sents[i % sents.len()].clone();
-                async move {
-                    grpc.predict(predict_request(
-                        spec(model, None),
-                        &[("text", strings(&[&text]))],
-                    ))
-                    .await
-                    .is_ok()
-                }
-            })
-            .await;
-            let http = reqwest::Client::new();
-            let url = format!("{rest_base}/v1/models/{model}:predict");
-            let sents = sentences.clone();
-            let r = drive(concurrency, RUN, move |i| {
-                let http = http.clone();
-                let url = url.clone();
-                let body = serde_json::json!({"instances": [sents[i % sents.len()]]}).to_string();
-                async move {
-                    http.post(url)
-                        .body(body)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                }
-            })
-            .await;
+            let [g, r] = grpc_and_rest(&s, model, &sentences, concurrency, RUN).await;
             for (name, o) in [("gRPC", g), ("REST", r)] {
                 println!(
                     "| {model} | {name} | {concurrency} | {:.0} | {:.2} ms | {:.2} ms | {} |",

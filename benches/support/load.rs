@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{predict_request, spec, strings, TestServer};
+
 pub struct Outcome {
     pub rps: f64,
     pub p50: Duration,
@@ -49,4 +51,45 @@ where
         p99: all[(all.len() * 99) / 100],
         errors,
     }
+}
+
+/// Two cells against `model` of a running server: gRPC Predict, then REST `:predict`, each
+/// request one sentence of `sentences` (in turn).
+pub async fn grpc_and_rest(
+    s: &TestServer,
+    model: &'static str,
+    sentences: &Arc<Vec<String>>,
+    concurrency: usize,
+    run: Duration,
+) -> [Outcome; 2] {
+    let grpc = s.grpc.clone();
+    let sents = sentences.clone();
+    let g = drive(concurrency, run, move |i| {
+        let mut grpc = grpc.clone();
+        let text = sents[i % sents.len()].clone();
+        async move {
+            let request = predict_request(spec(model, None), &[("text", strings(&[&text]))]);
+            grpc.predict(request).await.is_ok()
+        }
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{}/v1/models/{model}:predict",
+        s.server.rest_addr.unwrap()
+    );
+    let sents = sentences.clone();
+    let r = drive(concurrency, run, move |i| {
+        let (http, url) = (http.clone(), url.clone());
+        let body = serde_json::json!({"instances": [sents[i % sents.len()]]}).to_string();
+        async move {
+            http.post(url)
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    [g, r]
 }

@@ -11,6 +11,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, Device, Layout, Module, Result, Shape, Tensor,
 };
+use gemm::Parallelism;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -93,6 +94,66 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<
     }
 }
 
+/// A matrix operand of [`product`]: its first element and the steps between rows and
+/// between columns.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    row: isize,
+    col: isize,
+}
+
+impl View {
+    /// Row-major rows `stride` apart.
+    fn rows(ptr: *const f32, stride: usize) -> View {
+        View {
+            ptr,
+            row: stride as isize,
+            col: 1,
+        }
+    }
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`; `dst` is `m × n`, contiguous
+/// and row-major.
+///
+/// # Safety
+/// Through their strides `lhs` must address `m × k` readable values, `rhs` `k × n`, and `dst`
+/// `m × n` writable ones.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    parallelism: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.col,
+        lhs.row,
+        rhs.ptr,
+        rhs.col,
+        rhs.row,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
 /// Scaled dot-product attention of packed sequences (see `Packed` in the tokenizer module):
 /// `qkv` is `[tokens, 3 × hidden]` (queries, keys, values side by side) and sequence `i` is
 /// rows `bounds[i]..bounds[i + 1]`. No sequence sees another's tokens and there is no
@@ -115,59 +176,43 @@ impl PackedAttention<'_> {
         let k = &rows[hidden + head * head_dim..];
         let v = &rows[2 * hidden + head * head_dim..];
         let mut scores = vec![0f32; len * len];
-        // SAFETY (both calls): the operands are read as `len` rows `width` apart and
-        // `head_dim` contiguous columns starting inside `rows`; the last row ends within it
-        // because each offset above is below `width - head_dim + 1`. Destinations are local
-        // buffers of exactly m × n.
+        let mut context = vec![0f32; len * head_dim];
+        let rows_of = |m: &[f32]| View::rows(m.as_ptr(), width);
+        // SAFETY: q, k and v are read as `len` rows `width` apart of `head_dim` contiguous
+        // columns, starting inside `rows` at offsets below `width - head_dim + 1`, so the last
+        // row ends within it; `scores` is len × len and `context` len × head_dim.
         unsafe {
-            // scores[i, j] = q[i] · k[j]
-            gemm::gemm(
+            // scores[i, j] = q[i] · k[j]: k read transposed.
+            let k_t = View {
+                ptr: k.as_ptr(),
+                row: 1,
+                col: width as isize,
+            };
+            product(
                 len,
                 len,
                 head_dim,
                 scores.as_mut_ptr(),
-                1,
-                len as isize,
                 false,
-                q.as_ptr(),
-                1,
-                width as isize,
-                k.as_ptr(),
-                width as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                rows_of(q),
+                k_t,
+                Parallelism::None,
             );
         }
         let mut probs = vec![0f32; len * len];
         softmax_rows(&scores, len, 1.0 / (head_dim as f32).sqrt(), &mut probs);
-        let mut context = vec![0f32; len * head_dim];
+        // SAFETY: as above; probs is len × len.
         unsafe {
-            // context = probs · v
-            gemm::gemm(
+            let p = View::rows(probs.as_ptr(), len);
+            product(
                 len,
                 head_dim,
                 len,
                 context.as_mut_ptr(),
-                1,
-                head_dim as isize,
                 false,
-                probs.as_ptr(),
-                1,
-                len as isize,
-                v.as_ptr(),
-                1,
-                width as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                p,
+                rows_of(v),
+                Parallelism::None,
             );
         }
         context
@@ -331,34 +376,17 @@ impl DenseKernel {
         let mut dst = self.start(rows, residual);
         let threads = Self::threads();
         let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
+            Parallelism::Rayon(threads)
         } else {
-            gemm::Parallelism::None
+            Parallelism::None
         };
-        // SAFETY: dst is rows × n, x is rows × k and weight_t is k × n, all row-major with
-        // the strides given.
+        // SAFETY: dst is rows × n, x is rows × k and weight_t is k × n, all row-major.
         unsafe {
-            gemm::gemm(
-                rows,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                self.weight_t.as_ptr(),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
+            let (x, w) = (
+                View::rows(x.as_ptr(), k),
+                View::rows(self.weight_t.as_ptr(), n),
             );
+            product(rows, n, k, dst.as_mut_ptr(), true, x, w, parallelism);
         }
         Self::finish(&mut dst, gelu);
         dst
