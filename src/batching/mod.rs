@@ -5,8 +5,9 @@
 //!
 //! Scheduling follows TF Serving's basic batch scheduler: a batch starts when a batch
 //! thread is free and either `max_batch_size` rows are waiting or the oldest request has
-//! waited `batch_timeout`. With a timeout of 0 a lone request runs at once, and under load
-//! the requests that arrive while a batch runs form the next one. Requests are queued by
+//! waited `batch_timeout`, with one rule of ours added: as many rows as the previous batch
+//! had are enough (see `Scheduler::ready`), so a lone client never waits for the timeout
+//! while, under load, the requests that arrive while a batch runs form the next one. Requests are queued by
 //! shape (and, for models that pad to the longest row, by length bucket), so only requests
 //! that can share a batch share a queue.
 
