@@ -13,6 +13,7 @@ use candle_serving::corpus::relevance::PairGenerator;
 use candle_serving::corpus::Lexicon;
 use candle_serving::models::bert::config::BertConfig;
 use candle_serving::models::bert::ClassifierServable;
+use candle_serving::models::LoadOptions;
 use candle_serving::servable::{Inputs, Servable};
 use candle_serving::tensor::Tensor;
 use common::repo_root;
@@ -23,7 +24,7 @@ fn main() {
     let dir = repo_root().join("model_repo/dialog_relevance/1");
     let config: BertConfig =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let servable = ClassifierServable::load(&dir, &config).unwrap();
+    let servable = ClassifierServable::load(&dir, &config, &LoadOptions::default()).unwrap();
     let chars = pairs
         .iter()
         .map(|p| p.first.chars().count() + p.second.chars().count())

@@ -99,12 +99,12 @@ pub fn load_servable_with(
         ));
     };
     Ok(match kind.as_str() {
-        "BertModel" => Arc::new(bert::EmbeddingServable::load_with(
+        "BertModel" => Arc::new(bert::EmbeddingServable::load(
             dir,
             &read_json(dir, "config.json")?,
             options,
         )?),
-        "BertForSequenceClassification" => Arc::new(bert::ClassifierServable::load_with(
+        "BertForSequenceClassification" => Arc::new(bert::ClassifierServable::load(
             dir,
             &read_json(dir, "config.json")?,
             options,

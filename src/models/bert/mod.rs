@@ -219,15 +219,7 @@ pub struct EmbeddingServable {
 }
 
 impl EmbeddingServable {
-    pub fn load(dir: &Path, cfg: &BertConfig) -> Result<Self, LoadError> {
-        Self::load_with(dir, cfg, &LoadOptions::default())
-    }
-
-    pub fn load_with(
-        dir: &Path,
-        cfg: &BertConfig,
-        options: &LoadOptions,
-    ) -> Result<Self, LoadError> {
+    pub fn load(dir: &Path, cfg: &BertConfig, options: &LoadOptions) -> Result<Self, LoadError> {
         let pooling = if dir.join("1_Pooling/config.json").is_file() {
             read_json::<Pooling>(dir, "1_Pooling/config.json")?
         } else {
@@ -298,15 +290,7 @@ pub struct ClassifierServable {
 }
 
 impl ClassifierServable {
-    pub fn load(dir: &Path, cfg: &BertConfig) -> Result<Self, LoadError> {
-        Self::load_with(dir, cfg, &LoadOptions::default())
-    }
-
-    pub fn load_with(
-        dir: &Path,
-        cfg: &BertConfig,
-        options: &LoadOptions,
-    ) -> Result<Self, LoadError> {
+    pub fn load(dir: &Path, cfg: &BertConfig, options: &LoadOptions) -> Result<Self, LoadError> {
         let vb = open_weights(dir)?;
         let num_labels = cfg.id2label.as_ref().map_or(0, |m| m.len());
         if num_labels < 2 {
