@@ -35,9 +35,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "model_repo" / "minilm" / "1"
-DATA_DIR = REPO.parent / "shared" / "bench"
+DATA_DIR = REPO / "data" / "bench"
 CACHE_DIR = REPO / ".cache" / "peers"
-REFERENCE = REPO.parent / "shared" / "reference" / "minilm_embeddings.json"  # sentence-transformers
+REFERENCE = REPO / "tests" / "data" / "minilm_embeddings.json"  # scripts/make_reference.sh
 MAX_TOKENS = 256  # truncation; padding is to the longest sentence of each batch
 ONNX_OPSET = 17
 FILES = ("short", "long")

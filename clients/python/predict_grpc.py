@@ -3,7 +3,7 @@
 written exactly as against TensorFlow Serving: PredictionServiceStub and make_tensor_proto.
 
     python predict_grpc.py --server localhost:8500 --model minilm "How do I reset my password?"
-    python predict_grpc.py --model minilm --reference ../../../shared/reference/minilm_embeddings.json
+    python predict_grpc.py --model minilm --reference ../../tests/data/minilm_embeddings.json
 """
 import argparse
 import json

@@ -3,7 +3,7 @@
 against TensorFlow Serving (only the host and model name differ).
 
     python predict_rest.py --server http://localhost:8501 --model minilm "How do I reset my password?"
-    python predict_rest.py --model minilm --reference ../../../shared/reference/minilm_embeddings.json
+    python predict_rest.py --model minilm --reference ../../tests/data/minilm_embeddings.json
 """
 import argparse
 import json
