@@ -1,5 +1,5 @@
 //! In-process MiniLM throughput (not a test): tokenise, encode, pool and normalise the
-//! sentences of `../shared/bench/short.txt` and `long.txt` in batches of 1, 8 and 32 through
+//! sentences of `data/bench/short.txt` and `long.txt` in batches of 1, 8 and 32 through
 //! the embedding servable, the way the server runs a batch.
 //!
 //!     cargo bench --bench encoder [-- --seconds 5 --json out.json --int8]
@@ -35,7 +35,7 @@ fn main() {
     } else {
         "candle-serving"
     };
-    let bench = repo_root().join("../shared/bench");
+    let bench = repo_root().join("data/bench");
     let mut results = Vec::new();
     println!("| file | batch | sentences/s | mean per call |");
     println!("|---|---|---|---|");

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use candle_serving::config::ModelsConfig;
-use candle_serving::manager::VersionState;
+use candle_serving::manager::{VersionChoice, VersionState};
 use candle_serving::proto::tensorflow::serving::{
     prediction_service_client::PredictionServiceClient, ModelSpec, PredictRequest,
 };
 use candle_serving::server::{Server, ServerOptions};
+use candle_serving::serving::ModelSpec as CoreSpec;
 use candle_serving::tensor::{tensor_to_proto, Tensor};
 
 const CLIENTS_PER_MODEL: usize = 4;
@@ -70,7 +71,7 @@ async fn main() {
         minilm.join("model.safetensors").is_file(),
         "run scripts/fetch_weights.sh first"
     );
-    let sentences: Vec<String> = std::fs::read_to_string(root.join("../shared/bench/short.txt"))
+    let sentences: Vec<String> = std::fs::read_to_string(root.join("data/bench/short.txt"))
         .unwrap()
         .lines()
         .map(String::from)
@@ -90,8 +91,8 @@ async fn main() {
     ))
     .await
     .unwrap();
-    let manager = server.core.manager().clone();
-    while manager.readiness().iter().any(|m| m.problem.is_some()) {
+    let core = server.core.clone();
+    while core.readiness().iter().any(|m| m.problem.is_some()) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let rss_two_models = rss_kib();
@@ -165,9 +166,11 @@ async fn main() {
     for version in 2..=SWAPS + 1 {
         let renamed = Instant::now();
         link_version(&minilm, &swapped, version);
-        let mut changes = manager.subscribe();
+        let mut changes = core.subscribe();
         let available = loop {
-            let s = manager.status("swapped", Some(version)).unwrap_or_default();
+            let s = core
+                .status(&versioned("swapped", version))
+                .unwrap_or_default();
             if s.first()
                 .is_some_and(|s| s.state == VersionState::Available)
             {
@@ -177,8 +180,8 @@ async fn main() {
         };
         to_available.push(available);
         loop {
-            let s = manager
-                .status("swapped", Some(version - 1))
+            let s = core
+                .status(&versioned("swapped", version - 1))
                 .unwrap_or_default();
             if s.first().is_some_and(|s| s.state == VersionState::End) {
                 break;
@@ -244,4 +247,11 @@ async fn main() {
         rss_after_unload.iter().map(|k| (k / 1024).to_string()).collect::<Vec<_>>().join(", ")
     );
     server.shutdown().await.unwrap();
+}
+
+fn versioned(model: &str, version: i64) -> CoreSpec {
+    CoreSpec {
+        version: VersionChoice::Number(version),
+        ..CoreSpec::latest(model)
+    }
 }

@@ -1,5 +1,5 @@
 //! MiniLM end to end under load (not a test): one short sentence per request
-//! (`../shared/bench/short.txt`), closed loop, gRPC and REST, at concurrency 1, 8, 32 and 64,
+//! (`data/bench/short.txt`), closed loop, gRPC and REST, at concurrency 1, 8, 32 and 64,
 //! with server-side batching on and off. Client and server share the machine's cores, as a
 //! sidecar load generator would.
 //!
@@ -31,7 +31,7 @@ async fn main() {
     let run =
         Duration::from_secs_f64(arg("--seconds").map_or(6.0, |s| s.parse().expect("--seconds")));
     let sentences: Arc<Vec<String>> = Arc::new(
-        std::fs::read_to_string(repo_root().join("../shared/bench/short.txt"))
+        std::fs::read_to_string(repo_root().join("data/bench/short.txt"))
             .unwrap()
             .lines()
             .filter(|l| !l.trim().is_empty())

@@ -10,11 +10,11 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_serving::corpus::ner::{Generator, Split};
-use candle_serving::corpus::Lexicon;
+use candle_serving::lexicon::Lexicon;
 use candle_serving::models::tagger::TaggerServable;
 use candle_serving::servable::{Inputs, Servable};
 use candle_serving::tensor::Tensor;
+use candle_serving::train::corpus::ner::{Generator, Split};
 use common::process::spawn_server;
 use common::*;
 

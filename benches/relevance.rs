@@ -8,14 +8,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use candle_serving::corpus::ner::Split;
-use candle_serving::corpus::relevance::PairGenerator;
-use candle_serving::corpus::Lexicon;
+use candle_serving::lexicon::Lexicon;
 use candle_serving::models::bert::config::BertConfig;
 use candle_serving::models::bert::ClassifierServable;
 use candle_serving::models::LoadOptions;
 use candle_serving::servable::{Inputs, Servable};
 use candle_serving::tensor::Tensor;
+use candle_serving::train::corpus::ner::Split;
+use candle_serving::train::corpus::relevance::PairGenerator;
 use common::repo_root;
 
 fn main() {

@@ -23,7 +23,7 @@ const RUN: Duration = Duration::from_secs(6);
 #[tokio::main]
 async fn main() {
     let sentences: Arc<Vec<String>> = Arc::new(
-        std::fs::read_to_string(repo_root().join("../shared/bench/short.txt"))
+        std::fs::read_to_string(repo_root().join("data/bench/short.txt"))
             .unwrap()
             .lines()
             .map(String::from)

@@ -14,5 +14,5 @@ cd "$(dirname "$0")/.."
 
 # Benchmarks are not tests: they are compiled here (so they keep building) but only run by
 # `cargo bench`. `--all-targets` would run them, in debug, as if they were tests.
-cargo test --locked --lib --bins --tests --examples "$@"
-cargo test --locked --benches --no-run
+cargo test --locked --all-features --lib --bins --tests --examples "$@"
+cargo test --locked --all-features --benches --no-run

@@ -2,6 +2,8 @@
 //! person who sent the request. Each layer has its own `thiserror` enum that converts into
 //! this; each transport owns exactly one table from [`Code`] to its own status codes
 //! (`transport::grpc::status_code`, `transport::rest::http_status`).
+//! It must not depend on a transport: wire codes and HTTP statuses belong to the transports'
+//! tables, and each layer's own errors stay in that layer.
 
 use std::fmt;
 
@@ -63,6 +65,8 @@ impl fmt::Display for Code {
 pub struct ServingError {
     pub code: Code,
     pub message: String,
+    /// The request is refused for its size (an INVALID_ARGUMENT that REST answers with 413).
+    pub too_large: bool,
 }
 
 impl ServingError {
@@ -70,6 +74,16 @@ impl ServingError {
         ServingError {
             code,
             message: message.into(),
+            too_large: false,
+        }
+    }
+
+    /// A request beyond an admission limit: INVALID_ARGUMENT, and 413 over REST when it is
+    /// its size that is refused.
+    pub fn over_limit(error: &crate::admission::LimitError, prefix: impl fmt::Display) -> Self {
+        ServingError {
+            too_large: error.is_too_large(),
+            ..Self::invalid_argument(format!("{prefix}: {error}"))
         }
     }
 
@@ -104,8 +118,8 @@ impl ServingError {
     /// Prefixes the message with where the error happened, keeping the code.
     pub fn context(self, prefix: impl fmt::Display) -> Self {
         ServingError {
-            code: self.code,
             message: format!("{prefix}: {}", self.message),
+            ..self
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The Chinese medical lexicon in `data/`: symptoms with the words patients use for them,
 //! diseases with their department, and which symptoms belong to which disease. The tagger's
 //! corpus, the relevance corpus and the doctor's graph all come from it.
+//! Read-only, and compiled only with the `doctor` or `train` feature: the model server never
+//! links it. It talks to no model, store or graph server.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -6,12 +6,18 @@
 //! Data path: a transport ([`transport`]) converts a request → [`serving::Core`] resolves the
 //! model spec to a servable, checks the inputs against its signature and runs it on the
 //! inference pool → the transport converts the outputs back.
+//!
+//! This file only declares the modules (and which features compile `doctor`, `train` and
+//! `lexicon`); no logic lives here. ARCHITECTURE.md draws both paths in full.
 
+pub mod admission;
 pub mod batching;
 pub mod config;
-pub mod corpus;
+#[cfg(feature = "doctor")]
 pub mod doctor;
 pub mod error;
+#[cfg(any(feature = "doctor", feature = "train"))]
+pub mod lexicon;
 pub mod manager;
 pub mod metrics;
 pub mod models;
@@ -22,4 +28,6 @@ pub mod server;
 pub mod serving;
 pub mod source;
 pub mod tensor;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod transport;

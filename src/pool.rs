@@ -1,6 +1,8 @@
 //! Dedicated worker threads for CPU-bound work (tokenising, forward passes, model loads)
 //! that must never run on the async runtime's threads. Loads and inference get separate
 //! pools, so a slow load never takes a thread a request is waiting for.
+//! The pool knows nothing of models or requests: it runs closures, bounds its queue and turns
+//! panics into errors.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};

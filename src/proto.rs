@@ -1,6 +1,8 @@
 //! The TensorFlow / TF Serving protos of `proto/`, compiled by `build.rs`. Generated code
 //! is never committed; packages become nested modules so `tensorflow.serving.ModelSpec` is
 //! `proto::tensorflow::serving::ModelSpec`.
+//! Nothing but the generated types and their descriptors: conversions live in `tensor` and
+//! `transport`, text-format parsing in `config`.
 
 #![allow(clippy::all, missing_docs)]
 

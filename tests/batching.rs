@@ -46,8 +46,8 @@ async fn minilm_server(dir: &Path, batching: Option<BatchingOptions>) -> TestSer
 }
 
 fn sentences() -> Vec<String> {
-    std::fs::read_to_string(repo_root().join("../shared/bench/short.txt"))
-        .expect("../shared/bench/short.txt")
+    std::fs::read_to_string(repo_root().join("data/bench/short.txt"))
+        .expect("data/bench/short.txt")
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
@@ -182,7 +182,7 @@ async fn a_full_queue_is_resource_exhausted_and_429_and_the_server_keeps_serving
         ..BatchingOptions::default()
     };
     let s = minilm_server(dir.path(), Some(tight)).await;
-    let long = std::fs::read_to_string(repo_root().join("../shared/bench/long.txt")).unwrap();
+    let long = std::fs::read_to_string(repo_root().join("data/bench/long.txt")).unwrap();
     let text = long.lines().next().unwrap().to_string();
     let url = format!(
         "http://{}/v1/models/minilm:predict",

@@ -129,7 +129,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
         &repo_root(),
         &[
             "--port=0",
-            "--rest_api_port=0",
+            &format!("--rest_api_port={}", common::services::free_port()),
             "--model_name=minilm",
             &format!("--model_base_path={}", minilm.parent().unwrap().display()),
         ],
@@ -137,27 +137,42 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     .unwrap();
     let (mut grpc, mut models) = clients(server.grpc_addr).await;
     wait_for_state(&mut models, "minilm", 1, AVAILABLE).await;
-    let long = std::fs::read_to_string(repo_root().join("../shared/bench/long.txt")).unwrap();
+    let long = std::fs::read_to_string(repo_root().join("data/bench/long.txt")).unwrap();
     let texts: Vec<&str> = long.lines().cycle().take(256).collect();
     let request = predict_request(spec("minilm", None), &[("text", strings(&texts))]);
-    let started = Instant::now();
     let in_flight = tokio::spawn(async move { grpc.predict(request).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // SIGTERM only once the server itself counts the request as in flight.
+    let metrics = format!(
+        "http://{}/monitoring/prometheus/metrics",
+        server.rest_addr.expect("REST is on")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        if page.contains(":candle_serving:requests_in_flight 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the request never showed as in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.signal("TERM");
     let response = in_flight
         .await
         .unwrap()
         .expect("the request in flight completes");
-    assert!(
-        started.elapsed() > Duration::from_millis(150),
-        "the request was still running when SIGTERM came"
-    );
     assert_eq!(
         dims(&response.into_inner().outputs["embeddings"]),
         vec![256, 384]
     );
     assert_eq!(server.wait_exit(), Some(0));
     let log = server.log_text();
+    assert!(
+        log.contains("\"in_flight\":1"),
+        "the server shut down with the request in flight: {log}"
+    );
     assert!(log.contains("shutting down"), "{log}");
     // Once stopped, nothing listens any more.
     assert!(tokio::net::TcpStream::connect(server.grpc_addr)

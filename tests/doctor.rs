@@ -1,30 +1,38 @@
 //! The AI doctor end to end: the real `candle_model_server` on the shipped tagger and
 //! relevance models, a real redis-server and a real ArcadeDB speaking Bolt, and the doctor's
 //! HTTP side on a real socket. The same conversation also runs on the embedded defaults.
-//! Faults are real too: services are killed and restarted mid-conversation.
+//! Faults are real too: services are killed and restarted mid-conversation. Who may ask is
+//! tested here as well: the chat API's token, WeChat's clock and replay checks, and the
+//! separate session key spaces of the two entry points.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use candle_serving::corpus::Lexicon;
 use candle_serving::doctor::graph::{
     BoltKnowledgeGraph, BoltSettings, EmbeddedGraph, KnowledgeGraph,
 };
-use candle_serving::doctor::models::ModelClient;
-use candle_serving::doctor::session::{MemoryStore, RedisStore, SessionStore};
-use candle_serving::doctor::web::{router, WebOptions};
+use candle_serving::doctor::model_client::ModelClient;
+use candle_serving::doctor::redis_conn::RedisConnection;
+use candle_serving::doctor::replay::{window_for, RedisReplay};
+use candle_serving::doctor::session::{MemoryStore, RedisStore, SessionKey, SessionStore};
+use candle_serving::doctor::web::{router, ChatAccess, WebOptions};
 use candle_serving::doctor::{reply, wechat, Doctor};
+use candle_serving::lexicon::Lexicon;
 use common::process::{spawn_server, Spawned};
 use common::repo_root;
 use common::services::{free_port, Arcade, Redis, ARCADE_PASSWORD};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// The WeChat token.
 const TOKEN: &str = "doctor-test-token";
+/// The chat API's bearer token.
+const CHAT_TOKEN: &str = "doctor-chat-test-token";
 
 /// The model server on the shipped tagger and relevance models, on a fixed port so it can
 /// be restarted where the doctor expects it.
@@ -120,6 +128,55 @@ fn lexicon() -> Arc<Lexicon> {
     Arc::new(Lexicon::shipped().unwrap())
 }
 
+/// A doctor whose model server is a port nobody listens on: enough wherever the models are
+/// never asked (events, refused requests) or a degraded 200 will do.
+fn offline() -> Doctor {
+    let lexicon = lexicon();
+    let models = ModelClient::new(
+        &format!("127.0.0.1:{}", free_port()),
+        "symptom_ner",
+        "dialog_relevance",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    Doctor::new(
+        models,
+        Arc::new(MemoryStore::default()),
+        Arc::new(EmbeddedGraph::new(&lexicon)),
+        lexicon,
+        Duration::from_secs(600),
+    )
+}
+
+/// The options of most tests: both tokens set, in-memory replay check.
+fn options() -> WebOptions {
+    WebOptions::new(Some(TOKEN.into()), ChatAccess::Token(CHAT_TOKEN.into()))
+}
+
+/// Now, in WeChat's terms (Unix seconds).
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A nonce no other request of this test binary used.
+fn fresh_nonce() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "n{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The query string WeChat signs a request with.
+fn signed_query(token: &str, timestamp: &str, nonce: &str) -> String {
+    let signature = wechat::signature(token, timestamp, nonce);
+    format!("signature={signature}&timestamp={timestamp}&nonce={nonce}")
+}
+
 /// The doctor's HTTP side on a free loopback port.
 struct Facade {
     base: String,
@@ -127,13 +184,11 @@ struct Facade {
 }
 
 async fn serve(doctor: Doctor) -> Facade {
-    let app = router(
-        Arc::new(doctor),
-        WebOptions {
-            wechat_token: Some(TOKEN.into()),
-            budget: Duration::from_millis(4500),
-        },
-    );
+    serve_with(doctor, options()).await
+}
+
+async fn serve_with(doctor: Doctor, options: WebOptions) -> Facade {
+    let app = router(Arc::new(doctor), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -143,30 +198,65 @@ async fn serve(doctor: Doctor) -> Facade {
     }
 }
 
+/// Posts to the chat API at `base` with the given Authorization header; (status, JSON).
+async fn post_chat(
+    http: &reqwest::Client,
+    base: &str,
+    authorization: Option<&str>,
+    user: &str,
+    text: &str,
+) -> (StatusCode, Value) {
+    let mut request = http
+        .post(format!("{base}/v1/doctor/chat"))
+        .json(&json!({ "user": user, "text": text }));
+    if let Some(a) = authorization {
+        request = request.header("authorization", a);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (status, json)
+}
+
+/// `Authorization` with [`CHAT_TOKEN`].
+const BEARER: &str = "Bearer doctor-chat-test-token";
+
 impl Facade {
     async fn chat(&self, user: &str, text: &str) -> Value {
+        let (status, answer) = post_chat(&self.http, &self.base, Some(BEARER), user, text).await;
+        assert_eq!(status, StatusCode::OK, "{text}: {answer}");
+        answer
+    }
+
+    /// Posts raw XML to the webhook, signed with `token` now and with a fresh nonce;
+    /// (status, body).
+    async fn wechat(&self, token: &str, xml: impl Into<reqwest::Body>) -> (StatusCode, String) {
+        let query = signed_query(token, &now().to_string(), &fresh_nonce());
+        self.wechat_query(&query, xml).await
+    }
+
+    /// Posts raw XML to the webhook with exactly this query string; (status, body).
+    async fn wechat_query(
+        &self,
+        query: &str,
+        xml: impl Into<reqwest::Body>,
+    ) -> (StatusCode, String) {
         let response = self
             .http
-            .post(format!("{}/v1/doctor/chat", self.base))
-            .json(&json!({ "user": user, "text": text }))
+            .post(format!("{}/wechat?{query}", self.base))
+            .body(xml)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{text}");
-        response.json().await.unwrap()
+        (response.status(), response.text().await.unwrap())
     }
 
-    /// Posts raw XML to the webhook, signed with `token`; (status, body).
-    async fn wechat(&self, token: &str, xml: impl Into<reqwest::Body>) -> (StatusCode, String) {
-        let (timestamp, nonce) = ("1700000000", "n0nce");
-        let signature = wechat::signature(token, timestamp, nonce);
+    /// The webhook's server check (GET) with this query string; (status, body).
+    async fn wechat_get(&self, query: &str) -> (StatusCode, String) {
         let response = self
             .http
-            .post(format!(
-                "{}/wechat?signature={signature}&timestamp={timestamp}&nonce={nonce}",
-                self.base
-            ))
-            .body(xml)
+            .get(format!("{}/wechat?{query}", self.base))
             .send()
             .await
             .unwrap();
@@ -361,7 +451,9 @@ async fn a_conversation_on_redis_and_a_bolt_graph() {
     conversation(&facade, "alice").await;
 
     // The session is in Redis, under a namespaced key, with the TTL.
-    let ttl = redis.command(&["TTL", &RedisStore::key("alice")]).unwrap();
+    let key = RedisStore::key(&SessionKey::chat("alice"));
+    assert_eq!(key, "doctor:session:chat:alice");
+    let ttl = redis.command(&["TTL", &key]).unwrap();
     let seconds: i64 = ttl.trim_start_matches(':').parse().unwrap();
     assert!((1..=600).contains(&seconds), "TTL {ttl}");
 }
@@ -394,14 +486,15 @@ async fn sessions_expire_in_redis_and_in_memory() {
         ))
         .await;
         facade.chat("carol", "我这两天咳嗽，还有点发烧").await;
+        let carol = SessionKey::chat("carol");
         assert!(
-            store.load("carol").await.unwrap().is_some(),
+            store.load(&carol).await.unwrap().is_some(),
             "{}",
             store.describe()
         );
         tokio::time::sleep(Duration::from_millis(2200)).await;
         assert_eq!(
-            store.load("carol").await.unwrap(),
+            store.load(&carol).await.unwrap(),
             None,
             "{}",
             store.describe()
@@ -431,7 +524,8 @@ async fn the_wechat_webhook_checks_signatures_and_answers_in_xml() {
     let http = &facade.http;
 
     // Server verification: echo echostr only when the signature matches.
-    let signature = wechat::signature(TOKEN, "123", "abc");
+    let (timestamp, nonce) = (now(), fresh_nonce());
+    let signature = wechat::signature(TOKEN, &timestamp.to_string(), &nonce);
     let get = |query: String| {
         let url = format!("{}/wechat?{query}", facade.base);
         async move {
@@ -441,21 +535,24 @@ async fn the_wechat_webhook_checks_signatures_and_answers_in_xml() {
     };
     assert_eq!(
         get(format!(
-            "signature={signature}&timestamp=123&nonce=abc&echostr=hello"
+            "signature={signature}&timestamp={timestamp}&nonce={nonce}&echostr=hello"
         ))
         .await,
         (StatusCode::OK, "hello".into())
     );
     assert_eq!(
         get(format!(
-            "signature={signature}&timestamp=124&nonce=abc&echostr=hello"
+            "signature={signature}&timestamp={}&nonce={nonce}&echostr=hello",
+            timestamp + 1
         ))
         .await
         .0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        get("timestamp=123&nonce=abc&echostr=hello".into()).await.0,
+        get(format!("timestamp={timestamp}&nonce={nonce}&echostr=hello"))
+            .await
+            .0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
@@ -559,6 +656,7 @@ async fn the_chat_api_rejects_bad_requests_clearly() {
             .http
             .post(format!("{}/v1/doctor/chat", facade.base))
             .header("content-type", "application/json")
+            .header("authorization", BEARER)
             .body(body);
         async move {
             let r = request.send().await.unwrap();
@@ -827,4 +925,349 @@ fn the_binary_and_the_wechat_simulator() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+}
+
+/// The `subscribe` event of `from`: answered with the welcome, without asking any model.
+fn subscribe(from: &str) -> String {
+    format!(
+        "<xml><ToUserName>gh_doctor</ToUserName><FromUserName>{from}</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>subscribe</Event></xml>"
+    )
+}
+
+fn welcomed(answer: &(StatusCode, String)) -> bool {
+    answer.0 == StatusCode::OK
+        && wechat::parse(&answer.1)
+            .ok()
+            .and_then(|m| m.content)
+            .as_deref()
+            == Some(reply::WELCOME)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_api_needs_its_token() {
+    let facade = serve(offline()).await;
+    let (http, base) = (&facade.http, facade.base.as_str());
+
+    let (status, answer) = post_chat(http, base, None, "u", "头痛").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let says = answer["error"].as_str().unwrap();
+    assert!(says.contains("missing `Authorization: Bearer"), "{answer}");
+
+    let (status, answer) = post_chat(http, base, Some("Bearer wrong-token"), "u", "头痛").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid bearer token"),
+        "{answer}"
+    );
+    let (status, answer) = post_chat(http, base, Some(CHAT_TOKEN), "u", "头痛").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no scheme: {answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("Bearer <token>"),
+        "{answer}"
+    );
+
+    // The refusal names the scheme, as RFC 6750 asks.
+    let refused = http
+        .post(format!("{base}/v1/doctor/chat"))
+        .json(&json!({ "user": "u", "text": "头痛" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+
+    // The right token is answered (degraded: no model server here, but a 200).
+    let (status, answer) = post_chat(http, base, Some(BEARER), "u", "头痛").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["reply"], reply::MODELS_DOWN, "{answer}");
+    // The token is checked before the body: a bad body without it is still a 401.
+    let bad_body = http
+        .post(format!("{base}/v1/doctor/chat"))
+        .header("content-type", "application/json")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_body.status(), StatusCode::UNAUTHORIZED);
+
+    // Closed (no token, not opened): refused, saying how to open it.
+    let closed_options = WebOptions::new(Some(TOKEN.into()), ChatAccess::Closed);
+    let closed = serve_with(offline(), closed_options).await;
+    let (status, answer) = post_chat(&closed.http, &closed.base, Some(BEARER), "u", "头痛").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let says = answer["error"].as_str().unwrap();
+    assert!(
+        says.contains("--chat_api_token") && says.contains("--chat_api_open"),
+        "{answer}"
+    );
+
+    // Opened for local use: no header needed.
+    let open_options = WebOptions::new(Some(TOKEN.into()), ChatAccess::Open);
+    let open = serve_with(offline(), open_options).await;
+    let (status, answer) = post_chat(&open.http, &open.base, None, "u", "头痛").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+/// `doctor_facade` on a free port with `args`, its model server a port nobody listens on;
+/// killed when dropped.
+struct FacadeProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for FacadeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn spawn_facade(args: &[&str], envs: &[(&str, &str)]) -> FacadeProcess {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_doctor_facade"))
+        .current_dir(repo_root())
+        .arg(format!("--port={port}"))
+        .arg("--host=127.0.0.1")
+        .arg(format!("--model_server=127.0.0.1:{}", free_port()))
+        .args(args)
+        .env_remove("CHAT_API_TOKEN")
+        .env_remove("WECHAT_TOKEN")
+        .envs(envs.iter().copied())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut facade = FacadeProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(status) = facade.child.try_wait().unwrap() {
+            panic!("doctor_facade {args:?} exited: {status}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "doctor_facade {args:?} did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    facade
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_keeps_the_chat_api_closed_unless_told_otherwise() {
+    let http = reqwest::Client::new();
+
+    // No token, not opened: refused.
+    let closed = spawn_facade(&[], &[]).await;
+    let (status, answer) = post_chat(&http, &closed.base, Some(BEARER), "u", "头痛").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("--chat_api_token"),
+        "{answer}"
+    );
+    drop(closed);
+
+    // Opened for local use: answered without a header.
+    let open = spawn_facade(&["--chat_api_open"], &[]).await;
+    let (status, answer) = post_chat(&http, &open.base, None, "u", "头痛").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    drop(open);
+
+    // A token (here from CHAT_API_TOKEN) and --chat_api_open: the token is still required,
+    // the safer reading of a contradictory configuration.
+    let both = spawn_facade(&["--chat_api_open"], &[("CHAT_API_TOKEN", CHAT_TOKEN)]).await;
+    let (status, answer) = post_chat(&http, &both.base, None, "u", "头痛").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let (status, answer) = post_chat(&http, &both.base, Some("Bearer nope"), "u", "头痛").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let (status, answer) = post_chat(&http, &both.base, Some(BEARER), "u", "头痛").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wechat_requests_must_be_recent_and_new() {
+    let facade = serve(offline()).await;
+    let body = subscribe("o_replay");
+
+    // A fresh request is answered; the very same request again is a replay.
+    let (timestamp, nonce) = (now().to_string(), fresh_nonce());
+    let query = signed_query(TOKEN, &timestamp, &nonce);
+    assert!(welcomed(&facade.wechat_query(&query, body.clone()).await));
+    let (status, text) = facade.wechat_query(&query, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("replay"), "{text}");
+    // The signature's case does not make it a new request (the check accepts either).
+    let upper = format!(
+        "signature={}&timestamp={timestamp}&nonce={nonce}",
+        wechat::signature(TOKEN, &timestamp, &nonce).to_uppercase()
+    );
+    let (status, text) = facade.wechat_query(&upper, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("replay"), "{text}");
+    // Nor does another body: the signature does not cover it.
+    let (status, _) = facade.wechat_query(&query, subscribe("o_other")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A fresh nonce at the same second is a new request.
+    let again = signed_query(TOKEN, &now().to_string(), &fresh_nonce());
+    assert!(welcomed(&facade.wechat_query(&again, body.clone()).await));
+
+    // Within the window is fine; beyond it, either way, is refused.
+    let recent = signed_query(TOKEN, &(now() - 100).to_string(), &fresh_nonce());
+    assert!(welcomed(&facade.wechat_query(&recent, body.clone()).await));
+    let old = signed_query(TOKEN, &(now() - 600).to_string(), &fresh_nonce());
+    let (status, text) = facade.wechat_query(&old, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("old"), "{text}");
+    let future = signed_query(TOKEN, &(now() + 600).to_string(), &fresh_nonce());
+    let (status, text) = facade.wechat_query(&future, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("ahead"), "{text}");
+    let words = signed_query(TOKEN, "yesterday", &fresh_nonce());
+    let (status, text) = facade.wechat_query(&words, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("not a whole number"), "{text}");
+
+    // The server check (GET) is held to the same rules.
+    let (status, _) = facade.wechat_get(&format!("{old}&echostr=hi")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let fresh = signed_query(TOKEN, &now().to_string(), &fresh_nonce());
+    assert_eq!(
+        facade.wechat_get(&format!("{fresh}&echostr=hi")).await,
+        (StatusCode::OK, "hi".to_string())
+    );
+    assert_eq!(
+        facade.wechat_get(&format!("{fresh}&echostr=hi")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // A server check's signed query cannot be reused to post a message.
+    assert_eq!(
+        facade.wechat_query(&fresh, body.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_are_caught_in_redis_across_facades_and_redis_down_fails_closed() {
+    let mut redis = Redis::start();
+    let connection = Arc::new(RedisConnection::new(&redis.url(), Duration::from_secs(1)).unwrap());
+    let with_redis = || {
+        let mut o = options();
+        o.replay = Arc::new(RedisReplay::new(
+            connection.clone(),
+            window_for(o.max_clock_skew),
+        ));
+        o
+    };
+    let first = serve_with(offline(), with_redis()).await;
+    let second = serve_with(offline(), with_redis()).await;
+    let body = subscribe("o_redis");
+
+    let (timestamp, nonce) = (now().to_string(), fresh_nonce());
+    let query = signed_query(TOKEN, &timestamp, &nonce);
+    assert!(welcomed(&first.wechat_query(&query, body.clone()).await));
+    let (status, text) = first.wechat_query(&query, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("replay"), "{text}");
+    // Another facade on the same Redis knows it too.
+    assert_eq!(
+        second.wechat_query(&query, body.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Remembered under its own key for twice the clock window.
+    let signature = wechat::signature(TOKEN, &timestamp, &nonce);
+    let key = format!("doctor:wechat:seen:{timestamp}:{nonce}:{signature}");
+    let ttl = redis.command(&["TTL", &key]).unwrap();
+    let seconds: i64 = ttl.trim_start_matches(':').parse().unwrap();
+    assert!((1..=600).contains(&seconds), "TTL of {key}: {ttl}");
+
+    // A fresh nonce is new, on either facade.
+    let fresh = signed_query(TOKEN, &now().to_string(), &fresh_nonce());
+    assert!(welcomed(&second.wechat_query(&fresh, body.clone()).await));
+
+    // Without Redis, replays cannot be told apart: refused, not let through.
+    redis.stop();
+    let (status, text) = first.wechat(TOKEN, body.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wechat_and_chat_sessions_never_mix() {
+    let redis = Redis::start();
+    let models = Models::start();
+    models.ready().await;
+    let lexicon = lexicon();
+    let redis_store: Arc<dyn SessionStore> =
+        Arc::new(RedisStore::new(&redis.url(), Duration::from_secs(1)).unwrap());
+    let memory_store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+    for (store, in_redis) in [(redis_store, true), (memory_store, false)] {
+        let graph = Arc::new(EmbeddedGraph::new(&lexicon));
+        let facade = serve(Doctor::new(
+            models.client(),
+            store.clone(),
+            graph,
+            lexicon.clone(),
+            Duration::from_secs(600),
+        ))
+        .await;
+        let what = store.describe();
+
+        // A WeChat patient, OpenID u1, starts a conversation.
+        let first = facade
+            .wechat_reply(text_message("u1", "我这两天咳嗽，还有点发烧"))
+            .await;
+        assert!(first.contains("咳嗽"), "{what}: {first}");
+        let wechat_u1 = SessionKey::wechat("u1");
+        let before = store.load(&wechat_u1).await.unwrap().expect("a session");
+
+        // A chat API client calling itself u1 sees none of it...
+        let chat = facade.chat("u1", "而且痰多").await;
+        assert_eq!(chat["related"], Value::Null, "{what}: {chat}");
+        assert_eq!(symptoms(&chat), set(&["咳痰"]), "{what}: {chat}");
+        assert_eq!(chat["session"]["turns"], 1, "{what}: {chat}");
+        // ...and starting over there resets nothing of the patient's.
+        let other = facade.chat("u1", "还有个事，我眼睛痒").await;
+        assert!(!symptoms(&other).contains("咳嗽"), "{what}: {other}");
+        assert_eq!(
+            store.load(&wechat_u1).await.unwrap().as_ref(),
+            Some(&before),
+            "{what}"
+        );
+        assert_eq!(
+            before.symptoms.iter().cloned().collect::<BTreeSet<_>>(),
+            set(&["咳嗽", "发热"]),
+            "{what}"
+        );
+
+        // The patient's conversation goes on where it was.
+        let follow = facade.wechat_reply(text_message("u1", "而且痰多")).await;
+        assert!(
+            follow.contains("咳嗽") && follow.contains("咳痰"),
+            "{what}: symptoms add up: {follow}"
+        );
+
+        if in_redis {
+            // Two keys, one per entry point, and none in the old shared space.
+            let exists = |key: &str| redis.command(&["EXISTS", key]).unwrap();
+            assert_eq!(exists("doctor:session:wechat:u1"), ":1");
+            assert_eq!(exists("doctor:session:chat:u1"), ":1");
+            assert_eq!(exists("doctor:session:u1"), ":0");
+        }
+    }
 }

@@ -433,7 +433,7 @@ async fn requests_in_flight_finish_on_their_version_which_is_then_released() {
     let mut s = TestServer::start(options(dir.path(), ONE_MODEL)).await;
     s.wait_for("m", 1, AVAILABLE).await;
 
-    let long = std::fs::read_to_string(repo_root().join("../shared/bench/long.txt")).unwrap();
+    let long = std::fs::read_to_string(repo_root().join("data/bench/long.txt")).unwrap();
     let texts: Vec<&str> = long.lines().cycle().take(192).collect();
     let request = predict_request(spec("m", None), &[("text", strings(&texts))]);
     let mut grpc = s.grpc.clone();

@@ -15,8 +15,8 @@ async fn embeddings_match_the_sentence_transformers_reference() {
     s.wait_for("minilm", 1, AVAILABLE).await;
 
     let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("../shared/reference/minilm_embeddings.json"))
-            .expect("../shared/reference/minilm_embeddings.json is beside the repository"),
+        &std::fs::read_to_string(repo_root().join("tests/data/minilm_embeddings.json"))
+            .expect("tests/data/minilm_embeddings.json (scripts/make_reference.sh)"),
     )
     .unwrap();
     let cases = reference["cases"].as_array().unwrap();
@@ -95,8 +95,7 @@ async fn int8_embeddings_stay_within_cosine_0_99_of_fp32() {
     s.wait_for("int8", 1, AVAILABLE).await;
 
     let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("../shared/reference/minilm_embeddings.json"))
-            .unwrap(),
+        &std::fs::read_to_string(repo_root().join("tests/data/minilm_embeddings.json")).unwrap(),
     )
     .unwrap();
     let mut texts: Vec<String> = reference["cases"]
@@ -106,8 +105,8 @@ async fn int8_embeddings_stay_within_cosine_0_99_of_fp32() {
         .map(|c| c["text"].as_str().unwrap().to_string())
         .collect();
     for file in ["short", "long"] {
-        let text = std::fs::read_to_string(repo_root().join(format!("../shared/bench/{file}.txt")))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(repo_root().join(format!("data/bench/{file}.txt"))).unwrap();
         texts.extend(
             text.lines()
                 .filter(|l| !l.trim().is_empty())

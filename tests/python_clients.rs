@@ -47,7 +47,7 @@ async fn python_clients_get_the_reference_embeddings_and_status_over_grpc_and_re
     .await;
     s.wait_for("minilm", 1, AVAILABLE).await;
     let server = s.server.grpc_addr.to_string();
-    let reference = repo_root().join("../shared/reference/minilm_embeddings.json");
+    let reference = repo_root().join("tests/data/minilm_embeddings.json");
     let addr = server.clone();
     let reference_arg = reference.display().to_string();
     let (ok, out) = tokio::task::spawn_blocking(move || {

@@ -5,19 +5,19 @@
 
 mod common;
 
-use candle_serving::corpus::relevance::{PairGenerator, LABELS};
-use candle_serving::corpus::{ner::Split, Lexicon};
 use candle_serving::models::bert::config::BertConfig;
-use candle_serving::models::bert::folder::train_wordpiece;
-use candle_serving::models::bert::train::{
-    train_classifier, ClassifierOptions, Example, Progress, Start, TrainedClassifier,
-};
 use candle_serving::proto::tensorflow::serving::{
     input, ClassificationRequest, ExampleList, Input,
 };
 use candle_serving::proto::tensorflow::{
     feature, BytesList, Example as TfExample, Feature, Features,
 };
+use candle_serving::train::bert_folder::train_wordpiece;
+use candle_serving::train::classifier::{
+    train_classifier, ClassifierOptions, Example, Progress, Start, TrainedClassifier,
+};
+use candle_serving::train::corpus::relevance::{PairGenerator, LABELS};
+use candle_serving::{lexicon::Lexicon, train::corpus::ner::Split};
 use common::*;
 use tokenizers::Tokenizer;
 

@@ -314,7 +314,7 @@ async fn oversized_bodies_and_slow_requests_get_their_own_errors() {
     options.rest.timeout = Some(Duration::from_millis(20));
     let mut s = TestServer::start(options).await;
     s.wait_for("minilm", 1, AVAILABLE).await;
-    let long = std::fs::read_to_string(repo_root().join("../shared/bench/long.txt")).unwrap();
+    let long = std::fs::read_to_string(repo_root().join("data/bench/long.txt")).unwrap();
     let texts: Vec<&str> = long.lines().take(64).collect();
     let response = reqwest::Client::new()
         .post(format!(
@@ -486,7 +486,8 @@ async fn metrics_count_requests_loads_and_process_state() {
     let path = "/monitoring/prometheus/metrics";
     let ok_rest = r#":tensorflow:serving:request_count{API="predict",entrypoint="REST",model_name="emb",model_version="1",status="OK"}"#;
     let ok_grpc = r#":tensorflow:serving:request_count{API="predict",entrypoint="GRPC",model_name="emb",model_version="1",status="OK"}"#;
-    let not_found = r#":tensorflow:serving:request_count{API="predict",entrypoint="REST",model_name="ghost",model_version="",status="NOT_FOUND"}"#;
+    // A model that is not configured is counted under one fixed label, never its own name.
+    let not_found = r#":tensorflow:serving:request_count{API="predict",entrypoint="REST",model_name="_unknown_",model_version="",status="NOT_FOUND"}"#;
     let (status, before) = r.text(path).await;
     assert_eq!(status, StatusCode::OK);
     for _ in 0..3 {

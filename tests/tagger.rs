@@ -5,12 +5,12 @@
 mod common;
 
 use candle_serving::config::ModelsConfig;
-use candle_serving::corpus::ner::{Generator, Split, TAGS};
-use candle_serving::corpus::Lexicon;
+use candle_serving::lexicon::Lexicon;
 use candle_serving::models::tagger::text::CharVocab;
-use candle_serving::models::tagger::train::{evaluate, train, TrainOptions};
 use candle_serving::proto::tensorflow::serving::{GetModelMetadataRequest, SignatureDefMap};
 use candle_serving::server::ServerOptions;
+use candle_serving::train::corpus::ner::{Generator, Split, TAGS};
+use candle_serving::train::tagger::{evaluate, train, TrainOptions};
 use common::*;
 use prost::Message;
 

@@ -1,4 +1,6 @@
 //! Merging requests into one batch along dimension 0, and splitting the outputs back.
+//! Pure functions over host tensors (and the queue key saying which requests may share a
+//! batch): no queue, no threads, no servable call; when a batch runs is the scheduler's call.
 
 use crate::servable::{BatchPolicy, Inputs, Outputs};
 use crate::tensor::{DType, Tensor, TensorData};
@@ -83,10 +85,19 @@ fn stack<T: Clone>(parts: &[(&[T], usize, usize)], width: usize, pad: T) -> Vec<
 }
 
 /// One batch from `parts` (all with the same input names and dtypes): values concatenated
-/// along dimension 0; rank-2 inputs of different widths padded to the widest.
-pub fn merge(parts: &[&Inputs]) -> Result<Inputs, String> {
+/// along dimension 0; rank-2 inputs of different widths padded to the widest. With
+/// `mask = Some((padded, mask))`, when `padded` needed padding and the parts carry no `mask`
+/// input, one is written (1 on each request's own positions, 0 on padding).
+pub fn merge(parts: &[&Inputs], mask: Option<(&str, &str)>) -> Result<Inputs, String> {
     let first = parts.first().ok_or("an empty batch")?;
     let mut merged = Inputs::new();
+    if let Some((padded, mask_name)) = mask {
+        if !first.contains_key(mask_name) {
+            if let Some(written) = padding_mask(parts, padded)? {
+                merged.insert(mask_name.to_string(), written);
+            }
+        }
+    }
     for (name, sample) in first.iter() {
         let tensors: Vec<&Tensor> = parts
             .iter()
@@ -138,6 +149,41 @@ pub fn merge(parts: &[&Inputs]) -> Result<Inputs, String> {
         );
     }
     Ok(merged)
+}
+
+/// The mask of `padded` across `parts` when its widths differ: ones where a request has
+/// values, zeros where the batch pads; same integer dtype as `padded`.
+fn padding_mask(parts: &[&Inputs], padded: &str) -> Result<Option<Tensor>, String> {
+    let Some(tensors) = parts
+        .iter()
+        .map(|p| p.get(padded))
+        .collect::<Option<Vec<&Tensor>>>()
+    else {
+        return Ok(None);
+    };
+    if tensors.iter().any(|t| t.rank() != 2) {
+        return Ok(None);
+    }
+    let width = tensors.iter().map(|t| t.shape()[1]).max().unwrap_or(0);
+    if tensors.iter().all(|t| t.shape()[1] == width) {
+        return Ok(None);
+    }
+    let rows: usize = tensors.iter().map(|t| t.shape()[0]).sum();
+    let mut ones = Vec::with_capacity(rows * width);
+    for t in &tensors {
+        let len = t.shape()[1];
+        for _ in 0..t.shape()[0] {
+            ones.extend((0..width).map(|i| i64::from(i < len)));
+        }
+    }
+    let data = match tensors[0].dtype() {
+        DType::Int64 => TensorData::Int64(ones),
+        DType::Int32 => TensorData::Int32(ones.into_iter().map(|v| v as i32).collect()),
+        _ => return Ok(None),
+    };
+    Tensor::new(vec![rows, width], data)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// The outputs of a merged batch, cut back into one set per request of `rows` rows each.

@@ -10,21 +10,24 @@
 //! while, under load, the requests that arrive while a batch runs form the next one. Requests are queued by
 //! shape (and, for models that pad to the longest row, by length bucket), so only requests
 //! that can share a batch share a queue.
+//!
+//! It never picks a version or checks a signature (the serving core does both before a
+//! request is queued), and it runs batches on the inference pool, never on the async runtime.
 
 mod merge;
-mod options;
 
-pub use merge::rows;
-pub use options::BatchingOptions;
+pub use crate::config::BatchingOptions;
+pub use merge::{merge, rows, split};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+// tokio's clock, so tests can pause and advance it.
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use self::merge::{merge, split, QueueKey};
+use self::merge::QueueKey;
 use crate::pool::{PoolError, WorkerPool};
 use crate::servable::{BatchPolicy, Inputs, Outputs, Servable, ServableError};
 
@@ -342,7 +345,7 @@ impl Scheduler {
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -360,7 +363,7 @@ fn run_batch(
     let signature = work[0].0.clone();
     let rows: Vec<usize> = work.iter().map(|(_, inputs)| merge::rows(inputs)).collect();
     let parts: Vec<&Inputs> = work.iter().map(|(_, inputs)| inputs).collect();
-    let merged = merge(&parts);
+    let merged = merge(&parts, servable.padding_mask());
     let outputs = merged
         .map_err(ServableError::Internal)
         .and_then(|inputs| servable.run(&signature, &inputs))

@@ -1,5 +1,6 @@
 //! The scheduler against a servable that records every batch it runs and can be held
 //! inside a batch, so each test controls exactly what is queued when.
+//! Unit tests only: no server, no model files, no network.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -115,17 +116,27 @@ fn spawn(rig: &Rig, rows: &[f32]) -> tokio::task::JoinHandle<Result<Outputs, Bat
     tokio::spawn(async move { batcher.run("serving_default", inputs).await })
 }
 
-/// Waits (off the runtime) for the next batch to start and returns its first column.
+/// Waits for the next batch to start and returns its first column. Polls rather than
+/// blocking a thread, so that on a paused clock tokio can advance time meanwhile.
 async fn next_batch(rig: &Rig) -> Vec<f32> {
-    let started = rig.started.clone();
-    tokio::task::spawn_blocking(move || started.recv().expect("a batch starts"))
-        .await
-        .unwrap()
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(first) = rig.started.try_recv() {
+            return first;
+        }
+        assert!(std::time::Instant::now() < deadline, "no batch started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Lets the queue settle: requests spawned just before are in the batcher's channel.
 async fn settle(batcher: &Batcher, rows: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while batcher.waiting_rows() < rows {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{rows} rows never queued"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -216,7 +227,8 @@ async fn after_a_batch_of_four(rig: &Rig) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock: the hour-long and 20 ms waits are exact, not raced against.
+#[tokio::test(start_paused = true)]
 async fn under_load_a_batch_waits_for_as_many_rows_as_the_last_up_to_the_timeout() {
     let long = BatchingOptions {
         max_batch_size: 8,
@@ -229,7 +241,7 @@ async fn under_load_a_batch_waits_for_as_many_rows_as_the_last_up_to_the_timeout
     settle(&rig.batcher, 1).await;
     let b = spawn(&rig, &[2.0]);
     settle(&rig.batcher, 2).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_secs(3599)).await;
     assert!(
         rig.started.try_recv().is_err(),
         "two rows after a batch of four wait (here for an hour)"
@@ -252,7 +264,14 @@ async fn under_load_a_batch_waits_for_as_many_rows_as_the_last_up_to_the_timeout
     let a = spawn(&rig, &[5.0]);
     settle(&rig.batcher, 1).await;
     let b = spawn(&rig, &[6.0]);
+    settle(&rig.batcher, 2).await;
+    let waiting = tokio::time::Instant::now();
     assert_eq!(next_batch(&rig).await, vec![5.0, 6.0]);
+    assert!(
+        waiting.elapsed() >= Duration::from_millis(10),
+        "{:?}",
+        waiting.elapsed()
+    );
     rig.release.send(()).unwrap();
     assert_eq!(y(&a.await.unwrap().unwrap()), vec![10.0, 11.0]);
     b.await.unwrap().unwrap();
@@ -395,12 +414,23 @@ fn merging_pads_rank_2_inputs_and_splitting_restores_each_request() {
         QueueKey::of("s", &a, false, BatchPolicy::Rows),
         QueueKey::of("s", &b, false, BatchPolicy::Rows)
     );
-    let merged = merge(&[&a, &b]).unwrap();
+    let merged = merge(&[&a, &b], None).unwrap();
     assert_eq!(merged["ids"].shape(), &[3, 5]);
     assert_eq!(
         merged["ids"].data(),
         &TensorData::Int64(vec![1, 2, 3, 0, 0, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])
     );
+    // A model that names its mask gets one written for the padding.
+    let masked = merge(&[&a, &b], Some(("ids", "mask"))).unwrap();
+    assert_eq!(masked["ids"], merged["ids"]);
+    assert_eq!(
+        masked["mask"].data(),
+        &TensorData::Int64(vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    );
+    // Equal widths need no mask; a mask the clients sent is padded, not replaced.
+    assert!(!merge(&[&b, &b], Some(("ids", "mask")))
+        .unwrap()
+        .contains_key("mask"));
     let outputs = Outputs::from([(
         "n".to_string(),
         Tensor::new(vec![3], TensorData::Int64(vec![10, 20, 30])).unwrap(),

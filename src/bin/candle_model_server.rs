@@ -1,5 +1,7 @@
 //! `candle_model_server`: serves the models of `models.config` (or `--model_config_file`,
 //! or `--model_name`/`--model_base_path`) over TF Serving's gRPC and REST APIs.
+//! Only the flags, logging and the runtime are set up here; everything the server does lives
+//! in the library (`server::Server`).
 
 use std::process::ExitCode;
 

@@ -1,12 +1,14 @@
 //! `candle_serving_cli`: talk to any TF-Serving-compatible server (status, metadata,
 //! predict, reload-config, set-label) and deploy a version folder safely (push).
+//! A client only: it reaches a server through the public gRPC API and a model repository
+//! through the file system, never through the server's internals (manager, core).
 //!
 //!     candle_serving_cli status minilm
 //!     candle_serving_cli predict minilm "How do I reset my password?"
 //!     candle_serving_cli push ./trained/3 model_repo/symptom_ner --wait
 //!     candle_serving_cli set-label symptom_ner canary=3 --config models.config
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use prost::Message;
 
+use candle_serving::admission::Budget;
 use candle_serving::config::text_format;
 use candle_serving::proto::tensorflow::serving::{
     model_server_config, model_service_client::ModelServiceClient, model_spec::VersionChoice,
@@ -21,6 +24,7 @@ use candle_serving::proto::tensorflow::serving::{
     GetModelStatusRequest, ModelServerConfig, ModelSpec, PredictRequest, ReloadConfigRequest,
     SignatureDefMap,
 };
+use candle_serving::proto::tensorflow::TensorInfo;
 use candle_serving::tensor::{tensor_from_proto, tensor_to_proto, Tensor, TensorData};
 use tonic::transport::Channel;
 
@@ -51,59 +55,79 @@ struct Which {
 #[derive(Subcommand)]
 enum Command {
     /// Every version of a model with its state and, for a failed load, why.
-    Status {
-        model: String,
-        #[arg(long)]
-        version: Option<i64>,
-    },
+    Status(StatusArgs),
     /// The signatures a model version takes and produces.
-    Metadata {
-        model: String,
-        #[command(flatten)]
-        which: Which,
-    },
+    Metadata(MetadataArgs),
     /// Predict on strings (`text`, and `text_pair` with --pair).
-    Predict {
-        model: String,
-        texts: Vec<String>,
-        #[arg(long = "pair")]
-        pairs: Vec<String>,
-        #[command(flatten)]
-        which: Which,
-        #[arg(long, default_value = "")]
-        signature: String,
-        /// Print the outputs as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Predict(PredictArgs),
     /// Send a models.config file to HandleReloadConfigRequest.
-    ReloadConfig { file: PathBuf },
+    ReloadConfig(ReloadConfigArgs),
     /// Point a version label at a version (`LABEL=` removes it): edits the config file,
     /// sends it through ReloadConfig, and writes the file back only if the server took it.
-    SetLabel {
-        model: String,
-        /// LABEL=VERSION
-        assignment: String,
-        #[arg(long, default_value = "models.config")]
-        config: PathBuf,
-    },
+    SetLabel(SetLabelArgs),
     /// Copy a version folder into a model's base path atomically: into a hidden temporary
     /// folder, fsync, then one rename, so the server never sees a half-copied version.
-    Push {
-        /// The version folder to deploy (config.json, model.safetensors, ...).
-        source: PathBuf,
-        /// The model's base path in the repository, e.g. model_repo/symptom_ner.
-        base_path: PathBuf,
-        /// The version number (default: one more than the highest there).
-        #[arg(long)]
-        version: Option<i64>,
-        /// Wait until the server reports the version AVAILABLE (or failed).
-        #[arg(long)]
-        wait: bool,
-        /// The model's name on the server (default: the base path's folder name).
-        #[arg(long)]
-        model: Option<String>,
-    },
+    Push(PushArgs),
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    model: String,
+    #[arg(long)]
+    version: Option<i64>,
+}
+
+#[derive(clap::Args)]
+struct MetadataArgs {
+    model: String,
+    #[command(flatten)]
+    which: Which,
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    model: String,
+    texts: Vec<String>,
+    #[arg(long = "pair")]
+    pairs: Vec<String>,
+    #[command(flatten)]
+    which: Which,
+    #[arg(long, default_value = "")]
+    signature: String,
+    /// Print the outputs as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ReloadConfigArgs {
+    file: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SetLabelArgs {
+    model: String,
+    /// LABEL=VERSION
+    assignment: String,
+    #[arg(long, default_value = "models.config")]
+    config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct PushArgs {
+    /// The version folder to deploy (config.json, model.safetensors, ...).
+    source: PathBuf,
+    /// The model's base path in the repository, e.g. model_repo/symptom_ner.
+    base_path: PathBuf,
+    /// The version number (default: one more than the highest there).
+    #[arg(long)]
+    version: Option<i64>,
+    /// Wait until the server reports the version AVAILABLE (or failed).
+    #[arg(long)]
+    wait: bool,
+    /// The model's name on the server (default: the base path's folder name).
+    #[arg(long)]
+    model: Option<String>,
 }
 
 fn spec(model: &str, which: &Which, signature: &str) -> ModelSpec {
@@ -115,6 +139,19 @@ fn spec(model: &str, which: &Which, signature: &str) -> ModelSpec {
             (None, Some(l)) => Some(VersionChoice::VersionLabel(l.clone())),
             (None, None) => None,
         },
+    }
+}
+
+/// The error for a failed RPC: its status code and message.
+fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", status.code(), status.message())
+}
+
+/// The version number a response's model spec names (0 when it names none).
+fn served_version(model_spec: Option<&ModelSpec>) -> i64 {
+    match model_spec.and_then(|s| s.version_choice.as_ref()) {
+        Some(VersionChoice::Version(v)) => *v,
+        _ => 0,
     }
 }
 
@@ -141,7 +178,8 @@ fn state_name(state: i32) -> &'static str {
         .map_or("?", |(_, s)| s)
 }
 
-async fn status(
+/// (version, state, error message) of each version of `model` the server knows.
+async fn versions(
     server: &str,
     model: &str,
     version: Option<i64>,
@@ -156,7 +194,7 @@ async fn status(
             model_spec: Some(spec(model, &which, "")),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+        .map_err(rpc_error)?
         .into_inner();
     Ok(response
         .model_version_status
@@ -190,6 +228,23 @@ fn print_tensor(name: &str, tensor: &Tensor) {
         values.join(", ")
     };
     println!("{name} [{}]: {shown}", shape.join(","));
+}
+
+/// Prints each tensor of a signature's inputs or outputs with its dtype and shape.
+fn describe(tensors: HashMap<String, TensorInfo>) {
+    let sorted: BTreeMap<_, _> = tensors.into_iter().collect();
+    for (n, info) in sorted {
+        let dims: Vec<String> = info
+            .tensor_shape
+            .iter()
+            .flat_map(|s| s.dim.iter().map(|d| d.size.to_string()))
+            .collect();
+        println!(
+            "    {n}: {} [{}]",
+            candle_serving::tensor::proto_dtype_name(info.dtype),
+            dims.join(",")
+        );
+    }
 }
 
 fn tensor_json(tensor: &Tensor) -> serde_json::Value {
@@ -227,7 +282,7 @@ async fn reload(server: &str, config: ModelServerConfig) -> anyhow::Result<()> {
     let response = client
         .handle_reload_config_request(request)
         .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+        .map_err(rpc_error)?
         .into_inner();
     match response.status {
         Some(s) if s.error_code != 0 => bail!(
@@ -257,7 +312,8 @@ fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn push(source: &Path, base: &Path, version: Option<i64>) -> anyhow::Result<i64> {
+/// Copies a version folder into `base` atomically as a new version; returns its number.
+fn copy_version(source: &Path, base: &Path, version: Option<i64>) -> anyhow::Result<i64> {
     for required in ["config.json", "model.safetensors"] {
         if !source.join(required).is_file() {
             bail!(
@@ -299,218 +355,225 @@ fn push(source: &Path, base: &Path, version: Option<i64>) -> anyhow::Result<i64>
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Status { model, version } => {
-            for (v, state, error) in status(&cli.server, &model, version).await? {
-                let error = if error.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {error}")
-                };
-                println!("{model} version {v}: {}{error}", state_name(state));
-            }
-        }
-        Command::Metadata { model, which } => {
-            let mut client = PredictionServiceClient::new(channel(&cli.server).await?);
-            let response = client
-                .get_model_metadata(GetModelMetadataRequest {
-                    model_spec: Some(spec(&model, &which, "")),
-                    metadata_field: vec!["signature_def".into()],
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-                .into_inner();
-            let version = match response.model_spec.and_then(|s| s.version_choice) {
-                Some(VersionChoice::Version(v)) => v,
-                _ => 0,
-            };
-            let any = response
-                .metadata
-                .get("signature_def")
-                .context("no signature_def in the response")?;
-            let map = SignatureDefMap::decode(any.value.as_slice())?;
-            println!("{model} version {version}");
-            let signatures: BTreeMap<_, _> = map.signature_def.into_iter().collect();
-            for (name, sig) in signatures {
-                println!("signature {name} ({})", sig.method_name);
-                let describe = |m: std::collections::HashMap<
-                    String,
-                    candle_serving::proto::tensorflow::TensorInfo,
-                >| {
-                    let sorted: BTreeMap<_, _> = m.into_iter().collect();
-                    for (n, info) in sorted {
-                        let dims: Vec<String> = info
-                            .tensor_shape
-                            .iter()
-                            .flat_map(|s| s.dim.iter().map(|d| d.size.to_string()))
-                            .collect();
-                        println!(
-                            "    {n}: {} [{}]",
-                            candle_serving::tensor::proto_dtype_name(info.dtype),
-                            dims.join(",")
-                        );
-                    }
-                };
-                println!("  inputs:");
-                describe(sig.inputs);
-                println!("  outputs:");
-                describe(sig.outputs);
-            }
-        }
-        Command::Predict {
-            model,
-            texts,
-            pairs,
-            which,
-            signature,
-            json,
-        } => {
-            if texts.is_empty() {
-                bail!("give at least one text");
-            }
-            let mut inputs = std::collections::HashMap::new();
-            inputs.insert(
-                "text".to_string(),
-                tensor_to_proto(&Tensor::strings(&texts)),
-            );
-            if !pairs.is_empty() {
-                inputs.insert(
-                    "text_pair".to_string(),
-                    tensor_to_proto(&Tensor::strings(&pairs)),
-                );
-            }
-            let mut client = PredictionServiceClient::new(channel(&cli.server).await?)
-                .max_decoding_message_size(1 << 30);
-            let response = client
-                .predict(PredictRequest {
-                    model_spec: Some(spec(&model, &which, &signature)),
-                    inputs,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-                .into_inner();
-            let version = match response
-                .model_spec
-                .as_ref()
-                .and_then(|s| s.version_choice.clone())
-            {
-                Some(VersionChoice::Version(v)) => v,
-                _ => 0,
-            };
-            let outputs: BTreeMap<String, Tensor> = response
-                .outputs
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), tensor_from_proto(v)?)))
-                .collect::<anyhow::Result<_>>()?;
-            if json {
-                let body: serde_json::Map<String, serde_json::Value> = outputs
-                    .iter()
-                    .map(|(k, t)| (k.clone(), tensor_json(t)))
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({ "model": model, "version": version, "outputs": body })
-                );
-            } else {
-                println!("{model} version {version}");
-                for (name, tensor) in &outputs {
-                    print_tensor(name, tensor);
-                }
-            }
-        }
-        Command::ReloadConfig { file } => {
-            let config = read_config(&file)?;
-            reload(&cli.server, config).await?;
-            println!("the server now serves {}", file.display());
-        }
-        Command::SetLabel {
-            model,
-            assignment,
-            config,
-        } => {
-            let (label, version) = assignment
-                .split_once('=')
-                .context("write the label as LABEL=VERSION (LABEL= removes it)")?;
-            if !candle_serving::config::models::is_valid_label(label) {
-                bail!("`{label}` is not a valid label: labels match [a-zA-Z0-9_]+");
-            }
-            let mut proto = read_config(&config)?;
-            let Some(model_server_config::Config::ModelConfigList(list)) = proto.config.as_mut()
-            else {
-                bail!("{} has no model_config_list", config.display());
-            };
-            let entry = list
-                .config
-                .iter_mut()
-                .find(|m| m.name == model)
-                .with_context(|| format!("{} has no model `{model}`", config.display()))?;
-            if version.is_empty() {
-                entry.version_labels.remove(label);
-            } else {
-                let v: i64 = version
-                    .parse()
-                    .with_context(|| format!("`{version}` is not a version number"))?;
-                entry.version_labels.insert(label.to_string(), v);
-            }
-            reload(&cli.server, proto.clone()).await?;
-            let text = text_format::format("tensorflow.serving.ModelServerConfig", &proto);
-            let tmp = config.with_extension("config.tmp");
-            std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, &config)?;
-            if version.is_empty() {
-                println!(
-                    "{model}: label `{label}` removed; {} updated",
-                    config.display()
-                );
-            } else {
-                println!(
-                    "{model}: `{label}` → version {version}; {} updated",
-                    config.display()
-                );
-            }
-        }
-        Command::Push {
-            source,
-            base_path,
-            version,
-            wait,
-            model,
-        } => {
-            let version = push(&source, &base_path, version)?;
-            let renamed = Instant::now();
-            println!(
-                "pushed {} as {}",
-                source.display(),
-                base_path.join(version.to_string()).display()
-            );
-            if wait {
-                let model = model.unwrap_or_else(|| {
-                    base_path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                });
-                loop {
-                    let found = status(&cli.server, &model, None).await.unwrap_or_default();
-                    match found.iter().find(|(v, _, _)| *v == version) {
-                        Some((_, 30, _)) => {
-                            println!(
-                                "{model} version {version} is AVAILABLE ({} ms after the rename)",
-                                renamed.elapsed().as_millis()
-                            );
-                            break;
-                        }
-                        Some((_, 50, error)) => {
-                            bail!("{model} version {version} failed to load: {error}")
-                        }
-                        _ if renamed.elapsed() > Duration::from_secs(600) => {
-                            bail!("{model} version {version} is not AVAILABLE after 10 minutes")
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            }
+        Command::Status(args) => status(&cli.server, args).await,
+        Command::Metadata(args) => metadata(&cli.server, args).await,
+        Command::Predict(args) => predict(&cli.server, args).await,
+        Command::ReloadConfig(args) => reload_config(&cli.server, args).await,
+        Command::SetLabel(args) => set_label(&cli.server, args).await,
+        Command::Push(args) => push(&cli.server, args).await,
+    }
+}
+
+/// Prints every version of a model with its state and, for a failed load, why.
+async fn status(server: &str, args: StatusArgs) -> anyhow::Result<()> {
+    let StatusArgs { model, version } = args;
+    for (v, state, error) in versions(server, &model, version).await? {
+        let error = if error.is_empty() {
+            String::new()
+        } else {
+            format!(": {error}")
+        };
+        println!("{model} version {v}: {}{error}", state_name(state));
+    }
+    Ok(())
+}
+
+/// Prints the signatures a model version takes and produces.
+async fn metadata(server: &str, args: MetadataArgs) -> anyhow::Result<()> {
+    let MetadataArgs { model, which } = args;
+    let mut client = PredictionServiceClient::new(channel(server).await?);
+    let response = client
+        .get_model_metadata(GetModelMetadataRequest {
+            model_spec: Some(spec(&model, &which, "")),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let version = served_version(response.model_spec.as_ref());
+    let any = response
+        .metadata
+        .get("signature_def")
+        .context("no signature_def in the response")?;
+    let map = SignatureDefMap::decode(any.value.as_slice())?;
+    println!("{model} version {version}");
+    let signatures: BTreeMap<_, _> = map.signature_def.into_iter().collect();
+    for (name, sig) in signatures {
+        println!("signature {name} ({})", sig.method_name);
+        println!("  inputs:");
+        describe(sig.inputs);
+        println!("  outputs:");
+        describe(sig.outputs);
+    }
+    Ok(())
+}
+
+/// Runs a model on strings (`text`, and `text_pair` with --pair) and prints its outputs.
+async fn predict(server: &str, args: PredictArgs) -> anyhow::Result<()> {
+    let PredictArgs {
+        model,
+        texts,
+        pairs,
+        which,
+        signature,
+        json,
+    } = args;
+    if texts.is_empty() {
+        bail!("give at least one text");
+    }
+    let mut inputs = HashMap::new();
+    inputs.insert(
+        "text".to_string(),
+        tensor_to_proto(&Tensor::strings(&texts)),
+    );
+    if !pairs.is_empty() {
+        inputs.insert(
+            "text_pair".to_string(),
+            tensor_to_proto(&Tensor::strings(&pairs)),
+        );
+    }
+    let mut client =
+        PredictionServiceClient::new(channel(server).await?).max_decoding_message_size(1 << 30);
+    let response = client
+        .predict(PredictRequest {
+            model_spec: Some(spec(&model, &which, &signature)),
+            inputs,
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let version = served_version(response.model_spec.as_ref());
+    let outputs: BTreeMap<String, Tensor> = response
+        .outputs
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), tensor_from_proto(v, &mut Budget::unbounded())?)))
+        .collect::<anyhow::Result<_>>()?;
+    if json {
+        let body: serde_json::Map<String, serde_json::Value> = outputs
+            .iter()
+            .map(|(k, t)| (k.clone(), tensor_json(t)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "model": model, "version": version, "outputs": body })
+        );
+    } else {
+        println!("{model} version {version}");
+        for (name, tensor) in &outputs {
+            print_tensor(name, tensor);
         }
     }
     Ok(())
+}
+
+/// Sends a models.config file to HandleReloadConfigRequest.
+async fn reload_config(server: &str, args: ReloadConfigArgs) -> anyhow::Result<()> {
+    let config = read_config(&args.file)?;
+    reload(server, config).await?;
+    println!("the server now serves {}", args.file.display());
+    Ok(())
+}
+
+/// Points a version label at a version (or removes it) in the config file, through the server.
+async fn set_label(server: &str, args: SetLabelArgs) -> anyhow::Result<()> {
+    let SetLabelArgs {
+        model,
+        assignment,
+        config,
+    } = args;
+    let (label, version) = assignment
+        .split_once('=')
+        .context("write the label as LABEL=VERSION (LABEL= removes it)")?;
+    if !candle_serving::config::model_server_config::is_valid_label(label) {
+        bail!("`{label}` is not a valid label: labels match [a-zA-Z0-9_]+");
+    }
+    let mut proto = read_config(&config)?;
+    let Some(model_server_config::Config::ModelConfigList(list)) = proto.config.as_mut() else {
+        bail!("{} has no model_config_list", config.display());
+    };
+    let entry = list
+        .config
+        .iter_mut()
+        .find(|m| m.name == model)
+        .with_context(|| format!("{} has no model `{model}`", config.display()))?;
+    if version.is_empty() {
+        entry.version_labels.remove(label);
+    } else {
+        let v: i64 = version
+            .parse()
+            .with_context(|| format!("`{version}` is not a version number"))?;
+        entry.version_labels.insert(label.to_string(), v);
+    }
+    reload(server, proto.clone()).await?;
+    let text = text_format::format("tensorflow.serving.ModelServerConfig", &proto);
+    let tmp = config.with_extension("config.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &config)?;
+    if version.is_empty() {
+        println!(
+            "{model}: label `{label}` removed; {} updated",
+            config.display()
+        );
+    } else {
+        println!(
+            "{model}: `{label}` → version {version}; {} updated",
+            config.display()
+        );
+    }
+    Ok(())
+}
+
+/// Deploys a version folder atomically and, with --wait, waits until the server serves it.
+async fn push(server: &str, args: PushArgs) -> anyhow::Result<()> {
+    let PushArgs {
+        source,
+        base_path,
+        version,
+        wait,
+        model,
+    } = args;
+    let version = copy_version(&source, &base_path, version)?;
+    let renamed = Instant::now();
+    println!(
+        "pushed {} as {}",
+        source.display(),
+        base_path.join(version.to_string()).display()
+    );
+    if wait {
+        let model = model.unwrap_or_else(|| {
+            base_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        wait_until_available(server, &model, version, renamed).await?;
+    }
+    Ok(())
+}
+
+/// Polls the server until `version` of `model` is AVAILABLE (or fails, or 10 minutes pass).
+async fn wait_until_available(
+    server: &str,
+    model: &str,
+    version: i64,
+    renamed: Instant,
+) -> anyhow::Result<()> {
+    loop {
+        let found = versions(server, model, None).await.unwrap_or_default();
+        match found.iter().find(|(v, _, _)| *v == version) {
+            Some((_, 30, _)) => {
+                println!(
+                    "{model} version {version} is AVAILABLE ({} ms after the rename)",
+                    renamed.elapsed().as_millis()
+                );
+                return Ok(());
+            }
+            Some((_, 50, error)) => bail!("{model} version {version} failed to load: {error}"),
+            _ if renamed.elapsed() > Duration::from_secs(600) => {
+                bail!("{model} version {version} is not AVAILABLE after 10 minutes")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }

@@ -1,8 +1,12 @@
 //! `doctor_facade`: the AI doctor as a WeChat webhook and a JSON chat API, over the model
-//! server's gRPC API. Sessions in Redis (`--redis_url`) or in memory; the knowledge graph
-//! on a Bolt server (`--graph_url`) or embedded from `data/`.
+//! server's gRPC API (TLS with `https://` and `--model_server_ca_file`). Sessions in Redis
+//! (`--redis_url`) or in a bounded in-memory store; the knowledge graph on a Bolt server
+//! (`--graph_url`) or embedded from `data/`. The chat API needs `--chat_api_token` (or
+//! `--chat_api_open` for local use); WeChat requests must be signed, recent and new.
+//! Wiring only: flags into the parts of `candle_serving::doctor`, where the logic lives; it
+//! reaches the model server over gRPC only.
 //!
-//!     doctor_facade --wechat_token=secret                      # everything embedded
+//!     doctor_facade --wechat_token=secret --chat_api_token=other    # everything embedded
 //!     doctor_facade --redis_url=redis://127.0.0.1/ --graph_url=bolt://127.0.0.1:7687 --graph_password=...
 //!     doctor_facade load-graph --graph_url=bolt://127.0.0.1:7687 --graph_password=...
 
@@ -15,14 +19,18 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use candle_serving::config::LogFormat;
-use candle_serving::corpus::Lexicon;
 use candle_serving::doctor::graph::{
     BoltKnowledgeGraph, BoltSettings, EmbeddedGraph, KnowledgeGraph,
 };
-use candle_serving::doctor::models::ModelClient;
-use candle_serving::doctor::session::{MemoryStore, RedisStore, SessionStore};
-use candle_serving::doctor::web::{router, WebOptions};
+use candle_serving::doctor::model_client::ModelClient;
+use candle_serving::doctor::redis_conn::RedisConnection;
+use candle_serving::doctor::replay::{window_for, RedisReplay, ReplayGuard};
+use candle_serving::doctor::session::{
+    MemoryStore, RedisStore, SessionStore, DEFAULT_MEMORY_SESSIONS, EXPIRY_SWEEP,
+};
+use candle_serving::doctor::web::{memory_replay, router, ChatAccess, WebOptions};
 use candle_serving::doctor::Doctor;
+use candle_serving::lexicon::Lexicon;
 use candle_serving::server::init_logging;
 
 #[derive(Parser)]
@@ -56,7 +64,12 @@ struct GraphArgs {
     graph_url: Option<String>,
     #[arg(long = "graph_user", default_value = "neo4j")]
     graph_user: String,
-    #[arg(long = "graph_password", env = "GRAPH_PASSWORD", default_value = "")]
+    #[arg(
+        long = "graph_password",
+        env = "GRAPH_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     graph_password: String,
     #[arg(long = "graph_database")]
     graph_database: Option<String>,
@@ -68,19 +81,55 @@ struct Serve {
     port: u16,
     #[arg(long = "host", default_value = "0.0.0.0")]
     host: IpAddr,
-    /// The token set in the WeChat console.
-    #[arg(long = "wechat_token", env = "WECHAT_TOKEN", default_value = "")]
+    /// The token set in the WeChat console; without it /wechat refuses every request.
+    #[arg(
+        long = "wechat_token",
+        env = "WECHAT_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
     wechat_token: String,
-    /// The model server's gRPC address.
+    /// A signed WeChat request whose timestamp is further than this from this server's
+    /// clock is refused (403); each admitted request is remembered for twice this long and
+    /// refused if it comes again (a replay).
+    #[arg(long = "wechat_max_clock_skew_seconds", default_value_t = 300)]
+    wechat_max_clock_skew_seconds: u64,
+    /// Clients of the chat API (POST /v1/doctor/chat) must send `Authorization: Bearer
+    /// <token>` with this token. Without it the chat API refuses every request, unless
+    /// --chat_api_open.
+    #[arg(
+        long = "chat_api_token",
+        env = "CHAT_API_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    chat_api_token: String,
+    /// Serve the chat API without a token, to anyone who can reach the port: for local use
+    /// only. Ignored when --chat_api_token is set (the token is still required).
+    #[arg(long = "chat_api_open")]
+    chat_api_open: bool,
+    /// The model server's gRPC address: host:port or http://host:port in plain text, or
+    /// https://host:port over TLS (with --model_server_ca_file).
     #[arg(long = "model_server", default_value = "127.0.0.1:8500")]
     model_server: String,
+    /// The PEM certificate of the CA that signed the model server's TLS certificate; needed
+    /// for (and only valid with) an https:// --model_server. The certificate must name the
+    /// URL's host.
+    #[arg(long = "model_server_ca_file")]
+    model_server_ca_file: Option<PathBuf>,
     #[arg(long = "ner_model", default_value = "symptom_ner")]
     ner_model: String,
     #[arg(long = "relevance_model", default_value = "dialog_relevance")]
     relevance_model: String,
-    /// Redis for sessions (redis://host:6379/); without it sessions live in memory.
+    /// Redis for sessions and the WeChat replay memory (redis://host:6379/); without it
+    /// both live in this process. If Redis is down, answers go without history and WeChat
+    /// requests are refused (503), since replays could no longer be detected.
     #[arg(long = "redis_url")]
     redis_url: Option<String>,
+    /// Without --redis_url: the most sessions kept in memory; beyond it the least recently
+    /// used is dropped.
+    #[arg(long = "max_memory_sessions", default_value_t = DEFAULT_MEMORY_SESSIONS)]
+    max_memory_sessions: usize,
     #[command(flatten)]
     graph: GraphArgs,
     /// Sessions expire after this long without a message.
@@ -123,18 +172,59 @@ async fn main() -> anyhow::Result<()> {
     }
     let serve = cli.serve;
     if serve.wechat_token.is_empty() {
-        tracing::warn!("no --wechat_token (or WECHAT_TOKEN): /wechat rejects every request; the chat API works");
+        tracing::warn!("no --wechat_token (or WECHAT_TOKEN): /wechat rejects every request");
+    }
+    let chat_token = (!serve.chat_api_token.is_empty()).then(|| serve.chat_api_token.clone());
+    let chat_access = ChatAccess::from_flags(chat_token, serve.chat_api_open);
+    match (&chat_access, serve.chat_api_open) {
+        (ChatAccess::Token(_), true) => tracing::warn!(
+            "--chat_api_open is ignored: --chat_api_token is set, so the chat API still requires it"
+        ),
+        (ChatAccess::Open, _) => tracing::warn!(
+            "the chat API is open (--chat_api_open): anyone who reaches this port can read and \
+             write any chat user's conversation; use it only locally"
+        ),
+        (ChatAccess::Closed, _) => tracing::warn!(
+            "no --chat_api_token (or CHAT_API_TOKEN) and no --chat_api_open: the chat API \
+             refuses every request"
+        ),
+        (ChatAccess::Token(_), false) => {}
     }
     let lexicon = Arc::new(Lexicon::load(&serve.data).map_err(anyhow::Error::msg)?);
-    let models = ModelClient::new(
+    let ca_pem =
+        match &serve.model_server_ca_file {
+            Some(path) => Some(std::fs::read(path).with_context(|| {
+                format!("cannot read --model_server_ca_file {}", path.display())
+            })?),
+            None => None,
+        };
+    let models = ModelClient::with_ca(
         &serve.model_server,
+        ca_pem.as_deref(),
         &serve.ner_model,
         &serve.relevance_model,
         Duration::from_millis(1200),
     )?;
-    let sessions: Arc<dyn SessionStore> = match &serve.redis_url {
-        Some(url) => Arc::new(RedisStore::new(url, Duration::from_millis(300))?),
-        None => Arc::new(MemoryStore::default()),
+    let max_clock_skew = Duration::from_secs(serve.wechat_max_clock_skew_seconds);
+    // One Redis connection serves both the sessions and the replay memory.
+    let (sessions, replay): (Arc<dyn SessionStore>, Arc<dyn ReplayGuard>) = match &serve.redis_url {
+        Some(url) => {
+            let redis = RedisConnection::new(url, Duration::from_millis(300))
+                .map_err(anyhow::Error::msg)?;
+            let redis = Arc::new(redis);
+            let sessions: Arc<dyn SessionStore> =
+                Arc::new(RedisStore::with_connection(redis.clone()));
+            let replay: Arc<dyn ReplayGuard> =
+                Arc::new(RedisReplay::new(redis, window_for(max_clock_skew)));
+            (sessions, replay)
+        }
+        None => {
+            let memory = Arc::new(MemoryStore::new(serve.max_memory_sessions));
+            // The task holds the store weakly and ends with it.
+            drop(memory.spawn_expiry(EXPIRY_SWEEP));
+            let sessions: Arc<dyn SessionStore> = memory;
+            (sessions, memory_replay(max_clock_skew))
+        }
     };
     let graph: Arc<dyn KnowledgeGraph> = match &serve.graph.graph_url {
         Some(url) => Arc::new(bolt(&serve.graph, url)),
@@ -154,6 +244,9 @@ async fn main() -> anyhow::Result<()> {
         WebOptions {
             wechat_token: token,
             budget: Duration::from_millis(4500),
+            chat_access,
+            max_clock_skew,
+            replay,
         },
     );
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(serve.host, serve.port))

@@ -2,30 +2,33 @@
 //! writes a version folder the server loads unchanged. Either fine-tunes a pre-trained BERT
 //! folder (`--from`) or trains a small BERT from scratch with a WordPiece vocabulary learnt
 //! from the corpus (`--fresh`, how the Chinese dialog-relevance model is made).
+//! CLI wiring over `candle_serving::train`: it never talks to a running server, and writes
+//! only the version folder given with `--out` (a hidden temporary folder, then one rename).
 //!
 //!     train_classifier train --corpus relevance --fresh --out model_repo/dialog_relevance/1
 //!     train_classifier train --from model_repo/minilm/1 --train pairs.jsonl --dev dev.jsonl --out /tmp/m/1
 //!     train_classifier evaluate --model model_repo/dialog_relevance/1 --corpus relevance
 //!     train_classifier predict --model model_repo/dialog_relevance/1 我头痛 还有点发烧
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use candle_serving::models::train::publish_version;
+use candle_serving::train::fit::publish_version;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use candle_serving::corpus::ner::Split;
-use candle_serving::corpus::relevance::{PairGenerator, LABELS};
-use candle_serving::corpus::Lexicon;
+use candle_serving::lexicon::Lexicon;
 use candle_serving::models::bert::config::BertConfig;
-use candle_serving::models::bert::folder::train_wordpiece;
-use candle_serving::models::bert::train::{
+use candle_serving::servable::{Inputs, Outputs, Servable};
+use candle_serving::tensor::{Tensor, TensorData};
+use candle_serving::train::bert_folder::train_wordpiece;
+use candle_serving::train::classifier::{
     train_classifier, ClassifierOptions, Example, Progress, Start,
 };
-use candle_serving::servable::Inputs;
-use candle_serving::tensor::{Tensor, TensorData};
+use candle_serving::train::corpus::ner::Split;
+use candle_serving::train::corpus::relevance::{PairGenerator, LABELS};
 
 #[derive(Parser)]
 #[command(
@@ -63,57 +66,67 @@ struct Data {
 
 #[derive(Subcommand)]
 enum Command {
-    Train {
-        #[command(flatten)]
-        data: Data,
-        #[arg(long)]
-        out: PathBuf,
-        /// Fine-tune this pre-trained BERT folder.
-        #[arg(long, conflicts_with = "fresh")]
-        from: Option<PathBuf>,
-        /// Train a small BERT from scratch.
-        #[arg(long)]
-        fresh: bool,
-        #[arg(long, default_value_t = 128)]
-        hidden: usize,
-        #[arg(long, default_value_t = 2)]
-        layers: usize,
-        #[arg(long, default_value_t = 4)]
-        heads: usize,
-        #[arg(long, default_value_t = 3000)]
-        vocab_size: usize,
-        #[arg(long, default_value_t = 8)]
-        epochs: usize,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
-        #[arg(long)]
-        learning_rate: Option<f64>,
-        #[arg(long, default_value_t = 3)]
-        patience: usize,
-        #[arg(long, default_value_t = 64)]
-        max_len: usize,
-        /// Share of input tokens replaced by [UNK] while training (default 0.15 for --fresh,
-        /// 0 when fine-tuning), so unseen characters do not throw the model.
-        #[arg(long)]
-        token_dropout: Option<f64>,
-    },
+    Train(TrainArgs),
     /// Accuracy on the built-in corpus's test split or on a JSON-lines file (--dev).
-    Evaluate {
-        #[command(flatten)]
-        data: Data,
-        #[arg(long)]
-        model: PathBuf,
-        /// Also print this many misclassified examples.
-        #[arg(long, default_value_t = 0)]
-        errors: usize,
-    },
+    Evaluate(EvaluateArgs),
     /// Classify one text or one pair.
-    Predict {
-        #[arg(long)]
-        model: PathBuf,
-        text: String,
-        pair: Option<String>,
-    },
+    Predict(PredictArgs),
+}
+
+// No `///` here: clap would show it as the help of `train`, which has none.
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: Data,
+    #[arg(long)]
+    out: PathBuf,
+    /// Fine-tune this pre-trained BERT folder.
+    #[arg(long, conflicts_with = "fresh")]
+    from: Option<PathBuf>,
+    /// Train a small BERT from scratch.
+    #[arg(long)]
+    fresh: bool,
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 3000)]
+    vocab_size: usize,
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    #[arg(long, default_value_t = 64)]
+    max_len: usize,
+    /// Share of input tokens replaced by [UNK] while training (default 0.15 for --fresh,
+    /// 0 when fine-tuning), so unseen characters do not throw the model.
+    #[arg(long)]
+    token_dropout: Option<f64>,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    data: Data,
+    #[arg(long)]
+    model: PathBuf,
+    /// Also print this many misclassified examples.
+    #[arg(long, default_value_t = 0)]
+    errors: usize,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[arg(long)]
+    model: PathBuf,
+    text: String,
+    pair: Option<String>,
 }
 
 /// (text, text_pair, label) of each line of a JSON-lines file.
@@ -136,10 +149,11 @@ fn read_jsonl(path: &PathBuf) -> anyhow::Result<Vec<(String, Option<String>, Str
         .collect()
 }
 
+/// Class labels, then the train, dev and test examples.
+type Dataset = (Vec<String>, Vec<Example>, Vec<Example>, Vec<Example>);
+
 /// (labels, train, dev, test) from the built-in corpus or files.
-fn load_data(
-    data: &Data,
-) -> anyhow::Result<(Vec<String>, Vec<Example>, Vec<Example>, Vec<Example>)> {
+fn load_data(data: &Data) -> anyhow::Result<Dataset> {
     match data.corpus.as_deref() {
         Some("relevance") => {
             let lexicon = Lexicon::load(&data.lexicon).map_err(anyhow::Error::msg)?;
@@ -199,209 +213,236 @@ fn load_data(
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    candle_serving::models::train::keep_freed_memory();
-    match Cli::parse().command {
-        Command::Train {
-            data,
-            out,
-            from,
-            fresh,
-            hidden,
-            layers,
-            heads,
-            vocab_size,
-            epochs,
-            batch_size,
+/// Loads the version folder `model` as the server would.
+fn load_model(model: &Path) -> anyhow::Result<Arc<dyn Servable>> {
+    candle_serving::models::load_servable(model)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))
+}
+
+/// Runs a classifier's default signature on texts, and on their pairs when given.
+fn classify(
+    servable: &dyn Servable,
+    texts: Vec<String>,
+    pairs: Option<Vec<String>>,
+) -> anyhow::Result<Outputs> {
+    let mut inputs = Inputs::from([("text".to_string(), Tensor::strings(texts))]);
+    if let Some(pairs) = pairs {
+        inputs.insert("text_pair".into(), Tensor::strings(pairs));
+    }
+    servable
+        .run("serving_default", &inputs)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A progress bar over the `steps` batches of an epoch.
+fn progress_bar(steps: u64) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {per_sec} {msg}")?
+            .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
+/// The trainer's callback: a bar with the smoothed loss per step, a line per epoch.
+fn report_progress(bar: &ProgressBar) -> impl FnMut(Progress) + '_ {
+    let mut smoothed = None::<f32>;
+    let mut last = String::from("-");
+    move |p| match p {
+        Progress::Step {
+            epoch,
+            step,
+            loss,
             learning_rate,
-            patience,
-            max_len,
-            token_dropout,
+            ..
         } => {
-            if out.exists() {
-                bail!(
-                    "{} exists; versions are immutable, pick a new folder",
-                    out.display()
-                );
+            if step == 1 {
+                bar.reset();
+                bar.set_prefix(epoch.to_string());
             }
-            let started = Instant::now();
-            let (labels, train, dev, test) = load_data(&data)?;
-            if train.is_empty() {
-                bail!("no training data: give --corpus relevance or --train FILE");
-            }
-            println!(
-                "{} train / {} dev / {} test examples; classes {labels:?}",
-                train.len(),
-                dev.len(),
-                test.len()
-            );
-            let start = match (from, fresh) {
-                (Some(dir), _) => Start::Pretrained(dir),
-                (None, true) => {
-                    let texts = train
-                        .iter()
-                        .flat_map(|e| std::iter::once(e.text.clone()).chain(e.pair.clone()));
-                    let tokenizer = train_wordpiece(texts, vocab_size, true, max_len)?;
-                    let config = BertConfig::fresh(
-                        tokenizer.get_vocab_size(true),
-                        hidden,
-                        layers,
-                        heads,
-                        max_len.max(16),
-                        tokenizer.token_to_id("[PAD]").unwrap_or(0),
-                    );
-                    println!(
-                        "WordPiece vocabulary of {} tokens learnt from the training texts",
-                        config.vocab_size
-                    );
-                    Start::Fresh { config, tokenizer }
-                }
-                (None, false) => bail!("give --from PRETRAINED_FOLDER or --fresh"),
-            };
-            let fine_tuning = matches!(start, Start::Pretrained(_));
-            let options = ClassifierOptions {
-                epochs,
-                batch_size,
-                learning_rate: learning_rate.unwrap_or(if fine_tuning { 5e-5 } else { 5e-4 }),
-                patience,
-                seed: data.seed,
-                max_len,
-                token_dropout: token_dropout.unwrap_or(if fine_tuning { 0.0 } else { 0.15 }),
-                ..ClassifierOptions::default()
-            };
-            let bar = ProgressBar::new(train.len().div_ceil(batch_size) as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix:>2} [{bar:30}] {pos}/{len} {per_sec} {msg}",
-                )?
-                .progress_chars("=> "),
-            );
-            let mut smoothed = None::<f32>;
-            let mut last = String::from("-");
-            let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-            let trained = train_classifier(
-                start,
-                &label_refs,
-                &train,
-                &dev,
-                &options,
-                |p| match p {
-                    Progress::Step {
-                        epoch,
-                        step,
-                        loss,
-                        learning_rate,
-                        ..
-                    } => {
-                        if step == 1 {
-                            bar.reset();
-                            bar.set_prefix(epoch.to_string());
-                        }
-                        let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
-                        smoothed = Some(s);
-                        bar.set_position(step as u64);
-                        bar.set_message(format!(
-                            "loss {s:.3} lr {learning_rate:.1e} dev acc {last}"
-                        ));
-                    }
-                    Progress::Epoch {
-                        epoch,
-                        mean_loss,
-                        dev_accuracy,
-                    } => {
-                        last = format!("{dev_accuracy:.4}");
-                        bar.suspend(|| println!("epoch {epoch:>2}: mean loss {mean_loss:.4}, dev accuracy {dev_accuracy:.4}"));
-                    }
-                },
-            )?;
-            bar.finish_and_clear();
-            let seconds = started.elapsed().as_secs_f64();
-            let test_accuracy = trained.accuracy(&test)?;
-            println!(
-                "held-out test accuracy {test_accuracy:.4} (best epoch {}, dev {:.4})",
-                trained.best_epoch, trained.best_dev_accuracy
-            );
-            let record = serde_json::json!({
-                "trainer": "train_classifier",
-                "start": if fine_tuning { "pretrained" } else { "fresh" },
-                "seed": data.seed,
-                "examples": {"train": train.len(), "dev": dev.len(), "test": test.len()},
-                "best_epoch": trained.best_epoch,
-                "dev_accuracy": trained.best_dev_accuracy,
-                "test_accuracy": test_accuracy,
-                "training_seconds": seconds,
+            let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
+            smoothed = Some(s);
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {s:.3} lr {learning_rate:.1e} dev acc {last}"));
+        }
+        Progress::Epoch {
+            epoch,
+            mean_loss,
+            dev: dev_accuracy,
+        } => {
+            last = format!("{dev_accuracy:.4}");
+            bar.suspend(|| {
+                println!(
+                    "epoch {epoch:>2}: mean loss {mean_loss:.4}, dev accuracy {dev_accuracy:.4}"
+                )
             });
-            publish_version(&out, &record, |dir| trained.write(dir))?;
-            println!("wrote {} in {seconds:.0} s", out.display());
-        }
-        Command::Evaluate {
-            data,
-            model,
-            errors,
-        } => {
-            let servable = candle_serving::models::load_servable(&model)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
-            let (labels, _, _, test) = load_data(&Data {
-                train_size: 0,
-                ..data
-            })?;
-            let (mut correct, mut shown) = (0, 0);
-            for chunk in test.chunks(64) {
-                let mut inputs = Inputs::from([(
-                    "text".to_string(),
-                    Tensor::strings(chunk.iter().map(|e| e.text.clone())),
-                )]);
-                if chunk.iter().all(|e| e.pair.is_some()) {
-                    inputs.insert(
-                        "text_pair".into(),
-                        Tensor::strings(chunk.iter().map(|e| e.pair.clone().unwrap_or_default())),
-                    );
-                }
-                let out = servable
-                    .run("serving_default", &inputs)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let TensorData::String(predicted) = out["labels"].data() else {
-                    bail!("no labels output")
-                };
-                for (p, e) in predicted.iter().zip(chunk) {
-                    if p.as_slice() == labels[e.label as usize].as_bytes() {
-                        correct += 1;
-                    } else if shown < errors {
-                        shown += 1;
-                        let got = String::from_utf8_lossy(p);
-                        println!(
-                            "{} | {} → {got} (gold {})",
-                            e.text,
-                            e.pair.as_deref().unwrap_or(""),
-                            labels[e.label as usize]
-                        );
-                    }
-                }
-            }
-            println!(
-                "{}: accuracy {:.4} on {} held-out examples",
-                model.display(),
-                correct as f64 / test.len() as f64,
-                test.len()
-            );
-        }
-        Command::Predict { model, text, pair } => {
-            let servable = candle_serving::models::load_servable(&model)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
-            let mut inputs = Inputs::from([("text".to_string(), Tensor::strings([&text]))]);
-            if let Some(p) = &pair {
-                inputs.insert("text_pair".into(), Tensor::strings([p]));
-            }
-            let out = servable
-                .run("serving_default", &inputs)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let (TensorData::String(labels), TensorData::Float(p)) =
-                (out["labels"].data(), out["probabilities"].data())
-            else {
-                bail!("not a classifier")
-            };
-            println!("{} {:?}", String::from_utf8_lossy(&labels[0]), p);
         }
     }
+}
+
+fn main() -> anyhow::Result<()> {
+    candle_serving::train::fit::keep_freed_memory();
+    match Cli::parse().command {
+        Command::Train(args) => train(args),
+        Command::Evaluate(args) => evaluate(args),
+        Command::Predict(args) => predict(args),
+    }
+}
+
+/// Trains a classifier (fine-tuning --from, or --fresh from scratch) and writes a version folder.
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let TrainArgs {
+        data,
+        out,
+        from,
+        fresh,
+        hidden,
+        layers,
+        heads,
+        vocab_size,
+        epochs,
+        batch_size,
+        learning_rate,
+        patience,
+        max_len,
+        token_dropout,
+    } = args;
+    if out.exists() {
+        bail!(
+            "{} exists; versions are immutable, pick a new folder",
+            out.display()
+        );
+    }
+    let started = Instant::now();
+    let (labels, train, dev, test) = load_data(&data)?;
+    if train.is_empty() {
+        bail!("no training data: give --corpus relevance or --train FILE");
+    }
+    println!(
+        "{} train / {} dev / {} test examples; classes {labels:?}",
+        train.len(),
+        dev.len(),
+        test.len()
+    );
+    let start = match (from, fresh) {
+        (Some(dir), _) => Start::Pretrained(dir),
+        (None, true) => {
+            let texts = train
+                .iter()
+                .flat_map(|e| std::iter::once(e.text.clone()).chain(e.pair.clone()));
+            let tokenizer = train_wordpiece(texts, vocab_size, true, max_len)?;
+            let config = BertConfig::fresh(
+                tokenizer.get_vocab_size(true),
+                hidden,
+                layers,
+                heads,
+                max_len.max(16),
+                tokenizer.token_to_id("[PAD]").unwrap_or(0),
+            );
+            println!(
+                "WordPiece vocabulary of {} tokens learnt from the training texts",
+                config.vocab_size
+            );
+            Start::Fresh { config, tokenizer }
+        }
+        (None, false) => bail!("give --from PRETRAINED_FOLDER or --fresh"),
+    };
+    let fine_tuning = matches!(start, Start::Pretrained(_));
+    let options = ClassifierOptions {
+        epochs,
+        batch_size,
+        learning_rate: learning_rate.unwrap_or(if fine_tuning { 5e-5 } else { 5e-4 }),
+        patience,
+        seed: data.seed,
+        max_len,
+        token_dropout: token_dropout.unwrap_or(if fine_tuning { 0.0 } else { 0.15 }),
+        ..ClassifierOptions::default()
+    };
+    let bar = progress_bar(train.len().div_ceil(batch_size) as u64)?;
+    let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let trained = train_classifier(
+        start,
+        &label_refs,
+        &train,
+        &dev,
+        &options,
+        report_progress(&bar),
+    )?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let test_accuracy = trained.accuracy(&test)?;
+    println!(
+        "held-out test accuracy {test_accuracy:.4} (best epoch {}, dev {:.4})",
+        trained.best_epoch, trained.best_dev_accuracy
+    );
+    let record = serde_json::json!({
+        "trainer": "train_classifier",
+        "start": if fine_tuning { "pretrained" } else { "fresh" },
+        "seed": data.seed,
+        "examples": {"train": train.len(), "dev": dev.len(), "test": test.len()},
+        "best_epoch": trained.best_epoch,
+        "dev_accuracy": trained.best_dev_accuracy,
+        "test_accuracy": test_accuracy,
+        "training_seconds": seconds,
+    });
+    publish_version(&out, &record, |dir| trained.write(dir))?;
+    println!("wrote {} in {seconds:.0} s", out.display());
+    Ok(())
+}
+
+/// Prints a saved classifier's accuracy on held-out examples and, with --errors, its mistakes.
+fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
+    let EvaluateArgs {
+        data,
+        model,
+        errors,
+    } = args;
+    let servable = load_model(&model)?;
+    let (labels, _, _, test) = load_data(&Data {
+        train_size: 0,
+        ..data
+    })?;
+    let (mut correct, mut shown) = (0, 0);
+    for chunk in test.chunks(64) {
+        let texts = chunk.iter().map(|e| e.text.clone()).collect();
+        let pairs = chunk.iter().map(|e| e.pair.clone()).collect();
+        let out = classify(&*servable, texts, pairs)?;
+        let TensorData::String(predicted) = out["labels"].data() else {
+            bail!("no labels output")
+        };
+        for (p, e) in predicted.iter().zip(chunk) {
+            if p.as_slice() == labels[e.label as usize].as_bytes() {
+                correct += 1;
+            } else if shown < errors {
+                shown += 1;
+                let got = String::from_utf8_lossy(p);
+                println!(
+                    "{} | {} → {got} (gold {})",
+                    e.text,
+                    e.pair.as_deref().unwrap_or(""),
+                    labels[e.label as usize]
+                );
+            }
+        }
+    }
+    println!(
+        "{}: accuracy {:.4} on {} held-out examples",
+        model.display(),
+        correct as f64 / test.len() as f64,
+        test.len()
+    );
+    Ok(())
+}
+
+/// Classifies one text or one pair with a saved classifier; prints the label and probabilities.
+fn predict(args: PredictArgs) -> anyhow::Result<()> {
+    let servable = load_model(&args.model)?;
+    let out = classify(&*servable, vec![args.text], args.pair.map(|p| vec![p]))?;
+    let (TensorData::String(labels), TensorData::Float(p)) =
+        (out["labels"].data(), out["probabilities"].data())
+    else {
+        bail!("not a classifier")
+    };
+    println!("{} {:?}", String::from_utf8_lossy(&labels[0]), p);
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `--batching_parameters_file`: TF Serving's `BatchingParameters` in protobuf text format,
 //! validated into [`BatchingOptions`].
+//! Parsing and validation only: `crate::batching` acts on the result.
 
 use std::path::Path;
 use std::time::Duration;

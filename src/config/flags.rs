@@ -1,6 +1,8 @@
 //! Command-line flags of `candle_model_server`, with `tensorflow_model_server`'s names and
 //! meanings so existing launch scripts keep working. Both `--flag=value` and
 //! `--flag value` are accepted; boolean flags may be given bare (`--enable_batching`).
+//! Flags only: `server::ServerOptions::from_args` turns them into settings; nothing here
+//! reads a file or starts anything.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -90,7 +92,7 @@ pub struct ServerArgs {
     #[arg(long = "num_load_threads", default_value_t = 2)]
     pub num_load_threads: usize,
 
-    /// SSLConfig in text format: serve gRPC over TLS.
+    /// SSLConfig in text format: serve gRPC and REST over TLS (mutual TLS with client_verify).
     #[arg(long = "ssl_config_file")]
     pub ssl_config_file: Option<PathBuf>,
 
@@ -98,8 +100,9 @@ pub struct ServerArgs {
     #[arg(long = "rest_api_timeout_in_ms", default_value_t = 30_000)]
     pub rest_api_timeout_in_ms: u64,
 
-    /// Largest REST request body in bytes.
-    #[arg(long = "rest_api_max_body_bytes", default_value_t = 16 * 1024 * 1024)]
+    /// Largest REST request body in bytes (JSON spells bytes out, so it may exceed
+    /// --max_request_bytes; what the body decodes to may not).
+    #[arg(long = "rest_api_max_body_bytes", default_value_t = 8 * 1024 * 1024)]
     pub rest_api_max_body_bytes: usize,
 
     /// Accepted for compatibility and ignored: tokio sizes its own pool.
@@ -118,9 +121,39 @@ pub struct ServerArgs {
     #[arg(long = "max_queued_requests", default_value_t = 1024)]
     pub max_queued_requests: usize,
 
-    /// Largest batch one request may carry.
+    /// Largest batch (dimension 0) one request may carry.
     #[arg(long = "max_request_batch_size", default_value_t = 256)]
     pub max_request_batch_size: usize,
+
+    /// Largest size of any one dimension of a request input.
+    #[arg(long = "max_request_dim", default_value_t = 1 << 16)]
+    pub max_request_dim: usize,
+
+    /// Most elements of all inputs of one request together (also bounds the values of a
+    /// REST JSON body).
+    #[arg(long = "max_request_elements", default_value_t = 1 << 18)]
+    pub max_request_elements: usize,
+
+    /// Largest request in bytes: the gRPC message, and what any request decodes to.
+    #[arg(long = "max_request_bytes", default_value_t = 4 << 20)]
+    pub max_request_bytes: usize,
+
+    /// Longest string input, in characters; longer ones are refused before tokenising.
+    #[arg(long = "max_string_length", default_value_t = 1 << 16)]
+    pub max_string_length: usize,
+
+    /// Deepest nesting of a REST JSON body.
+    #[arg(long = "max_json_depth", default_value_t = 32)]
+    pub max_json_depth: usize,
+
+    /// Requests decoded and run at once, gRPC and REST together; 0 for no limit.
+    #[arg(long = "max_concurrent_requests", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
+
+    /// How long a request beyond --max_concurrent_requests waits for a turn before
+    /// RESOURCE_EXHAUSTED / 429 (milliseconds).
+    #[arg(long = "admission_wait_ms", default_value_t = 2000)]
+    pub admission_wait_ms: u64,
 
     /// Longest a ReloadConfig waits for new versions to load (seconds) when the client
     /// sets no shorter deadline.

@@ -1,9 +1,12 @@
 //! Configuration files in TensorFlow Serving's formats: `models.config` and the other
 //! text-format files the flags point at. Parsing and validation only; nothing here acts.
 
+pub mod batching;
 pub mod flags;
-pub mod models;
+pub mod model_server_config;
+pub mod ssl;
 pub mod text_format;
 
+pub use batching::BatchingOptions;
 pub use flags::{LogFormat, ServerArgs};
-pub use models::{ConfigError, ModelDef, ModelsConfig, VersionPolicy};
+pub use model_server_config::{ConfigError, ModelDef, ModelsConfig, VersionPolicy};

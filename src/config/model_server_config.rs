@@ -2,6 +2,8 @@
 //! load and which labels point where. Parsed as `tensorflow.serving.ModelServerConfig` text
 //! format, then checked as a whole so that a config is either entirely valid or rejected
 //! with a message naming the model, its line and the problem.
+//! Parsing and validation only: it never reads a base path or loads a version (the source
+//! and the manager do).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Protobuf text format, read by `prost-reflect` over the descriptors of `proto/` (never a
 //! hand-written parser), then converted into the prost message type.
+//! It knows no message's meaning: callers validate what it returns.
 
 use miette::Diagnostic;
 use prost_reflect::DynamicMessage;
@@ -57,8 +58,11 @@ pub fn format<T: prost::Message>(full_name: &str, message: &T) -> String {
 
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..text.floor_char_boundary(offset)];
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use neo4rs::{query, ConfigBuilder, Graph as BoltGraph};
 
 use super::connect::Reconnecting;
-use crate::corpus::Lexicon;
+use crate::lexicon::Lexicon;
 
 /// A disease that explains some of the symptoms.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -1,13 +1,16 @@
 //! The AI doctor of seed 000, as one thin service over the model server: for each message,
-//! load the user's session; if there was a previous message, ask the relevance model
+//! load the user's session (per entry point: WeChat and the chat API never share one); if there was a previous message, ask the relevance model
 //! whether this one continues it (symptoms add up) or starts over (the session resets); ask
 //! the tagger for symptoms; ask the knowledge graph which diseases explain them; answer in
 //! Chinese; save the session with an expiry. Every dependency can fail: the answer then says
 //! what is unavailable, and the next message works again once it is back.
 
 mod connect;
+pub mod expiring;
 pub mod graph;
-pub mod models;
+pub mod model_client;
+pub mod redis_conn;
+pub mod replay;
 pub mod reply;
 pub mod session;
 pub mod web;
@@ -19,9 +22,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use self::graph::{DiseaseMatch, KnowledgeGraph};
-use self::models::ModelClient;
-use self::session::{Session, SessionStore};
-use crate::corpus::Lexicon;
+use self::model_client::ModelClient;
+use self::session::{Session, SessionKey, SessionStore};
+use crate::lexicon::Lexicon;
 
 /// How many diseases a reply lists.
 pub const TOP_DISEASES: usize = 3;
@@ -82,14 +85,14 @@ impl Doctor {
         )
     }
 
-    /// Answers one message of `user`.
-    pub async fn chat(&self, user: &str, text: &str) -> ChatReply {
+    /// Answers one message of the user `key` names (in its channel's key space only).
+    pub async fn chat(&self, key: &SessionKey, text: &str) -> ChatReply {
         let text = text.trim();
         let mut degraded = Vec::new();
-        let (previous, history) = match self.sessions.load(user).await {
+        let (previous, history) = match self.sessions.load(key).await {
             Ok(s) => (s, true),
             Err(e) => {
-                tracing::warn!(user, error = %e, "session store unavailable; answering without history");
+                tracing::warn!(user = %key, error = %e, "session store unavailable; answering without history");
                 degraded.push(e.to_string());
                 (None, false)
             }
@@ -99,11 +102,11 @@ impl Doctor {
             Some(p) if !p.last_message.is_empty() => {
                 match self.models.related(&p.last_message, text).await {
                     Ok((related, probability)) => {
-                        tracing::debug!(user, related, probability, "relevance");
+                        tracing::debug!(user = %key, related, probability, "relevance");
                         Some(related)
                     }
                     Err(e) => {
-                        tracing::warn!(user, error = %e, "relevance model unavailable; treating the message as a continuation");
+                        tracing::warn!(user = %key, error = %e, "relevance model unavailable; treating the message as a continuation");
                         degraded.push(e.to_string());
                         None
                     }
@@ -116,7 +119,7 @@ impl Doctor {
             (Some(p), true) => p.symptoms.clone(),
             _ => Vec::new(),
         };
-        let (symptoms, diseases, reply) = self.answer(user, text, carried, &mut degraded).await;
+        let (symptoms, diseases, reply) = self.answer(key, text, carried, &mut degraded).await;
 
         let turns = match &previous {
             Some(p) if continues => p.turns + 1,
@@ -127,8 +130,8 @@ impl Doctor {
             symptoms: symptoms.clone(),
             turns,
         };
-        if let Err(e) = self.sessions.save(user, &session, self.session_ttl).await {
-            tracing::warn!(user, error = %e, "could not save the session");
+        if let Err(e) = self.sessions.save(key, &session, self.session_ttl).await {
+            tracing::warn!(user = %key, error = %e, "could not save the session");
             // Once the load has failed, the store being down is already reported.
             if history {
                 degraded.push(e.to_string());
@@ -149,7 +152,7 @@ impl Doctor {
     /// answered with a fixed text.
     async fn answer(
         &self,
-        user: &str,
+        user: &SessionKey,
         text: &str,
         carried: Vec<String>,
         degraded: &mut Vec<String>,
@@ -157,7 +160,7 @@ impl Doctor {
         let mentions = match self.models.entities(text).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(user, error = %e, "tagger unavailable");
+                tracing::warn!(user = %user, error = %e, "tagger unavailable");
                 degraded.push(e.to_string());
                 return (carried, Vec::new(), reply::MODELS_DOWN.to_string());
             }
@@ -181,7 +184,7 @@ impl Doctor {
                 (symptoms, diseases, text)
             }
             Err(e) => {
-                tracing::warn!(user, error = %e, "knowledge graph unavailable");
+                tracing::warn!(user = %user, error = %e, "knowledge graph unavailable");
                 degraded.push(e.to_string());
                 let text = reply::graph_down(&symptoms);
                 (symptoms, Vec::new(), text)

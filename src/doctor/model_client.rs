@@ -1,11 +1,14 @@
 //! The doctor's client of the model server: gRPC Predict on the tagger (symptoms in a
 //! message) and on the relevance classifier (does a message continue the previous one).
-//! One lazily connected channel, reused by every call, each call with a deadline.
+//! One lazily connected channel, reused by every call, each call with a deadline; over TLS
+//! when the address is `https://`, since patients' messages cross the network to it. It
+//! reads no files: the caller hands it the CA certificate's PEM.
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use crate::admission::Budget;
 use crate::proto::tensorflow::serving::{
     prediction_service_client::PredictionServiceClient, ModelSpec, PredictRequest,
 };
@@ -32,9 +35,24 @@ pub struct ModelClient {
 }
 
 impl ModelClient {
-    /// `address` is `host:port` (or a URL); nothing connects until the first call.
+    /// `address` is `host:port` or an `http://` URL (plain text); nothing connects until the
+    /// first call. For `https://`, see [`ModelClient::with_ca`].
     pub fn new(
         address: &str,
+        ner_model: &str,
+        relevance_model: &str,
+        timeout: Duration,
+    ) -> Result<Self, ModelError> {
+        Self::with_ca(address, None, ner_model, relevance_model, timeout)
+    }
+
+    /// Like [`ModelClient::new`], and an `https://host:port` address is reached over TLS,
+    /// trusting only the CA whose PEM is `ca_pem` and checking that the server's
+    /// certificate names `host`. An https address without a CA, or a CA with a plain-text
+    /// address, is an error rather than a silent downgrade.
+    pub fn with_ca(
+        address: &str,
+        ca_pem: Option<&[u8]>,
         ner_model: &str,
         relevance_model: &str,
         timeout: Duration,
@@ -44,8 +62,49 @@ impl ModelClient {
         } else {
             format!("http://{address}")
         };
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|e| ModelError(format!("invalid model server address {address}: {e}")))?
+        let invalid = |e: &dyn std::fmt::Display| {
+            ModelError(format!("invalid model server address {address}: {e}"))
+        };
+        let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| invalid(&e))?;
+        let https = endpoint.uri().scheme_str() == Some("https");
+        let endpoint = match (https, ca_pem) {
+            (true, Some(pem)) => {
+                if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ModelError(
+                        "the model server's CA file (--model_server_ca_file) holds no PEM \
+                         certificate"
+                            .into(),
+                    ));
+                }
+                let host = endpoint
+                    .uri()
+                    .host()
+                    .ok_or_else(|| invalid(&"no host"))?
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let tls = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem))
+                    .domain_name(host);
+                endpoint
+                    .tls_config(tls)
+                    .map_err(|e| ModelError(format!("TLS to the model server at {url}: {e}")))?
+            }
+            (true, None) => {
+                return Err(ModelError(format!(
+                    "{url} is https: give the CA certificate that signed the model server's \
+                     certificate (--model_server_ca_file PATH, PEM)"
+                )))
+            }
+            (false, Some(_)) => {
+                return Err(ModelError(format!(
+                    "a CA certificate (--model_server_ca_file) was given but {url} is not \
+                     https://; use --model_server=https://host:port"
+                )))
+            }
+            (false, None) => endpoint,
+        };
+        let channel = endpoint
             .connect_timeout(timeout)
             .timeout(timeout)
             .tcp_nodelay(true)
@@ -103,7 +162,7 @@ impl ModelClient {
             .map(|(k, v)| {
                 Ok((
                     k.clone(),
-                    tensor_from_proto(v)
+                    tensor_from_proto(v, &mut Budget::unbounded())
                         .map_err(|e| ModelError(format!("`{model}` output `{k}`: {e}")))?,
                 ))
             })
@@ -169,5 +228,44 @@ impl ModelClient {
             0.0
         };
         Ok((related, p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(address: &str, ca_pem: Option<&[u8]>) -> Result<ModelClient, ModelError> {
+        ModelClient::with_ca(address, ca_pem, "ner", "relevance", Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn https_needs_a_ca_and_a_ca_needs_https() {
+        let e = client("https://models.internal:8500", None).err().unwrap();
+        assert!(e.to_string().contains("--model_server_ca_file"), "{e}");
+        let pem: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let e = client("127.0.0.1:8500", Some(pem)).err().unwrap();
+        assert!(e.to_string().contains("not https"), "{e}");
+        let e = client("http://127.0.0.1:8500", Some(pem)).err().unwrap();
+        assert!(e.to_string().contains("not https"), "{e}");
+        let e = client(
+            "https://models.internal:8500",
+            Some(b"not a certificate".as_slice()),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn plain_addresses_work_as_before() {
+        assert_eq!(
+            client("127.0.0.1:8500", None).unwrap().address(),
+            "http://127.0.0.1:8500"
+        );
+        assert_eq!(
+            client("http://127.0.0.1:8500", None).unwrap().address(),
+            "http://127.0.0.1:8500"
+        );
     }
 }

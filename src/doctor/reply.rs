@@ -2,7 +2,7 @@
 //! place.
 
 use super::graph::DiseaseMatch;
-use crate::corpus::Lexicon;
+use crate::lexicon::Lexicon;
 
 /// When no symptom was found in the message (and none carried over).
 pub const NO_SYMPTOMS: &str = "您好，我是智能问诊助手。请描述一下您哪里不舒服，例如：“我这两天头痛，还有点发烧”。我会根据症状给出可能的疾病和就诊科室建议。";

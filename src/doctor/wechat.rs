@@ -1,6 +1,10 @@
-//! The WeChat official-account protocol: signature checks, incoming XML messages, and XML
-//! text replies. XML is read with quick-xml, which expands no entities of its own; a
-//! document type declaration (where entities would be declared) is refused outright.
+//! The WeChat official-account protocol: signature checks, the clock check on a signed
+//! request's timestamp, incoming XML messages, and XML text replies. Pure functions: the
+//! replay memory and everything HTTP live elsewhere. XML is read with quick-xml, which
+//! expands no entities of its own; a document type declaration (where entities would be
+//! declared) is refused outright.
+
+use std::time::Duration;
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
@@ -19,6 +23,41 @@ pub fn verify(token: &str, timestamp: &str, nonce: &str, given: &str) -> bool {
     let expected = signature(token, timestamp, nonce);
     let given = given.to_ascii_lowercase();
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+}
+
+/// How far a signed request's timestamp may be from the server's clock. WeChat signs with
+/// the current time; the window bounds how long a captured request stays usable and how
+/// long the replay memory must remember it.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockError {
+    #[error("refused: the timestamp is not a whole number of seconds")]
+    NotANumber,
+    #[error("refused: the timestamp is {0} s old, more than the {1} s allowed (stale or replayed request)")]
+    TooOld(u64, u64),
+    #[error(
+        "refused: the timestamp is {0} s ahead of the server's clock, more than the {1} s allowed"
+    )]
+    InTheFuture(u64, u64),
+}
+
+/// Whether `timestamp` (Unix seconds, as WeChat sends it) is within `max_skew` of `now`.
+/// Only plain digits count as a number: `+17...` or ` 17...` would sign differently yet
+/// name the same second.
+pub fn check_clock(timestamp: &str, now: u64, max_skew: Duration) -> Result<(), ClockError> {
+    if timestamp.is_empty() || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ClockError::NotANumber);
+    }
+    let at: u64 = timestamp.parse().map_err(|_| ClockError::NotANumber)?;
+    let max = max_skew.as_secs();
+    if at < now && now - at > max {
+        return Err(ClockError::TooOld(now - at, max));
+    }
+    if at > now && at - now > max {
+        return Err(ClockError::InTheFuture(at - now, max));
+    }
+    Ok(())
 }
 
 /// An incoming message, as far as the doctor cares.
@@ -141,6 +180,45 @@ mod tests {
         // sha1("1409304348" + "token" + "xxxxxx"), the sorted concatenation.
         let sorted = hex::encode(Sha1::digest(b"1409304348tokenxxxxxx"));
         assert_eq!(s, sorted);
+    }
+
+    #[test]
+    fn timestamps_must_be_numbers_near_the_clock() {
+        let now = 1_700_000_000;
+        let skew = Duration::from_secs(300);
+        assert_eq!(check_clock("1700000000", now, skew), Ok(()));
+        assert_eq!(
+            check_clock("1699999700", now, skew),
+            Ok(()),
+            "exactly the window"
+        );
+        assert_eq!(check_clock("1700000300", now, skew), Ok(()));
+        assert_eq!(
+            check_clock("1699999699", now, skew),
+            Err(ClockError::TooOld(301, 300))
+        );
+        assert_eq!(
+            check_clock("1700000301", now, skew),
+            Err(ClockError::InTheFuture(301, 300))
+        );
+        for bad in [
+            "",
+            "abc",
+            "+1700000000",
+            " 1700000000",
+            "-5",
+            "1.5",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                check_clock(bad, now, skew),
+                Err(ClockError::NotANumber),
+                "{bad:?}"
+            );
+        }
+        assert!(ClockError::TooOld(301, 300)
+            .to_string()
+            .contains("301 s old"));
     }
 
     #[test]

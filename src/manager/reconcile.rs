@@ -1,16 +1,16 @@
-//! The manager's bookkeeping, as plain data: per model, what is on disk and what each
-//! version is doing. [`ModelState::reconcile`] is the whole version policy: it decides which
-//! versions to load and which to unload, and is pure so it can be tested without threads.
+//! Version reconciliation, as plain data: per model, what is on disk and what each version
+//! is doing. [`ModelState::reconcile`] is the whole version policy: it decides which
+//! versions to load and which to unload, and is pure (no threads, no I/O, no clock reads
+//! beyond timestamps) so it can be tested on its own. It must not load or publish anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::batching::Batcher;
+use super::handle::LoadedVersion;
 use crate::config::ModelDef;
-use crate::servable::Servable;
 use crate::source::{Scan, VersionDir};
 
 /// TF Serving's version states, with its numbers.
@@ -35,69 +35,6 @@ impl VersionState {
     }
 }
 
-/// A version that serves. Handed out to requests as `Arc<Loaded>`: a request holds it until
-/// it finishes, so an unloaded version lives exactly as long as its last request. When the
-/// last holder lets go, `Drop` tells the manager (through a channel, never a lock).
-pub struct Loaded {
-    model: String,
-    version: i64,
-    load_id: u64,
-    servable: Arc<dyn Servable>,
-    /// This version's batching queue, started by the first request when batching is on.
-    batcher: OnceLock<Batcher>,
-    on_drop: Option<Box<dyn FnOnce(&str, i64, u64) + Send + Sync>>,
-}
-
-impl Loaded {
-    pub fn new(
-        model: &str,
-        version: i64,
-        load_id: u64,
-        servable: Arc<dyn Servable>,
-        on_drop: Option<Box<dyn FnOnce(&str, i64, u64) + Send + Sync>>,
-    ) -> Self {
-        Loaded {
-            model: model.to_string(),
-            version,
-            load_id,
-            servable,
-            batcher: OnceLock::new(),
-            on_drop,
-        }
-    }
-
-    /// This version's batcher, started by `start` on first use.
-    pub fn batcher(&self, start: impl FnOnce(Arc<dyn Servable>) -> Batcher) -> &Batcher {
-        self.batcher.get_or_init(|| start(self.servable.clone()))
-    }
-
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
-    pub fn version(&self) -> i64 {
-        self.version
-    }
-
-    pub fn servable(&self) -> &dyn Servable {
-        self.servable.as_ref()
-    }
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        if let Some(notify) = self.on_drop.take() {
-            notify(&self.model, self.version, self.load_id);
-        }
-    }
-}
-
-impl std::fmt::Debug for Loaded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Loaded({} v{})", self.model, self.version)
-    }
-}
-
 #[derive(Debug)]
 pub enum Phase {
     Loading {
@@ -106,7 +43,7 @@ pub enum Phase {
         /// The last failed attempt while retries remain.
         retrying: Option<String>,
     },
-    Available(Arc<Loaded>),
+    Available(Arc<LoadedVersion>),
     /// Out of the serving snapshot; requests that started on it are finishing.
     Unloading {
         id: u64,
@@ -141,7 +78,7 @@ impl VersionEntry {
         }
     }
 
-    pub fn loaded(&self) -> Option<&Arc<Loaded>> {
+    pub fn loaded(&self) -> Option<&Arc<LoadedVersion>> {
         match &self.phase {
             Phase::Available(l) => Some(l),
             _ => None,
@@ -302,15 +239,13 @@ impl ModelState {
                     entry.since = Instant::now();
                     changes.cancelled.push(*version);
                 }
-                Phase::Available(loaded) => {
-                    // Even a version whose folder was removed keeps serving from memory
-                    // until its replacement is AVAILABLE: rolling back by moving the bad
-                    // folder away never leaves the model without a version.
-                    if wanted_available || !wanted_loading {
-                        entry.phase = Phase::Unloading { id: loaded.load_id };
-                        entry.since = Instant::now();
-                        changes.unloading.push(*version);
-                    }
+                // Even a version whose folder was removed keeps serving from memory until
+                // its replacement is AVAILABLE: rolling back by moving the bad folder away
+                // never leaves the model without a version.
+                Phase::Available(loaded) if wanted_available || !wanted_loading => {
+                    entry.phase = Phase::Unloading { id: loaded.load_id };
+                    entry.since = Instant::now();
+                    changes.unloading.push(*version);
                 }
                 _ => {}
             }
@@ -374,7 +309,7 @@ impl ModelState {
 mod tests {
     use super::*;
     use crate::config::VersionPolicy;
-    use crate::servable::{Inputs, Outputs, ServableError, SignatureMap};
+    use crate::servable::{Inputs, Outputs, Servable, ServableError, SignatureMap};
 
     struct Dummy;
     impl Servable for Dummy {
@@ -422,7 +357,7 @@ mod tests {
             panic!("not loading")
         };
         e.phase = if ok {
-            Phase::Available(Arc::new(Loaded::new(
+            Phase::Available(Arc::new(LoadedVersion::new(
                 "m",
                 version,
                 id,

@@ -4,6 +4,8 @@
 //! latency and failures, versions by state, the inference queue, and process
 //! metrics. Each server has its own registry (no global state), so tests and embedders can
 //! run several servers in one process.
+//! It records what the other layers report and renders it; it reads no manager or request
+//! state itself (the serving core sets the gauges before each render).
 
 use std::time::Duration;
 
@@ -63,6 +65,7 @@ pub struct Metrics {
     load_failures: IntCounterVec,
     pub(crate) versions: IntGaugeVec,
     pub(crate) inference_queue: IntGauge,
+    pub(crate) requests_in_flight: IntGauge,
     batch_size: HistogramVec,
 }
 
@@ -130,6 +133,11 @@ impl Metrics {
             "Requests waiting for an inference thread.",
         )
         .expect("valid metric");
+        let requests_in_flight = IntGauge::new(
+            ":candle_serving:requests_in_flight",
+            "Requests admitted and not yet answered (gRPC and REST; health and metrics excluded).",
+        )
+        .expect("valid metric");
         let batch_size = HistogramVec::new(
             HistogramOpts::new(
                 ":candle_serving:batch_size",
@@ -148,6 +156,7 @@ impl Metrics {
             Box::new(load_failures.clone()),
             Box::new(versions.clone()),
             Box::new(inference_queue.clone()),
+            Box::new(requests_in_flight.clone()),
         ] {
             registry
                 .register(collector)
@@ -168,6 +177,7 @@ impl Metrics {
             load_failures,
             versions,
             inference_queue,
+            requests_in_flight,
             batch_size,
         }
     }

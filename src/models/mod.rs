@@ -3,9 +3,7 @@
 //! about versions, policies or requests in flight.
 
 pub mod bert;
-pub mod init;
 pub mod tagger;
-pub mod train;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,15 +52,20 @@ pub(crate) fn read_json<T: DeserializeOwned>(dir: &Path, file: &str) -> Result<T
     serde_json::from_str(&text).map_err(|e| LoadError::invalid(file, e.to_string()))
 }
 
-/// Opens `model.safetensors` as a variable builder on the CPU in f32.
+/// Opens `model.safetensors` as a variable builder on the CPU in f32. The file is read into
+/// memory, not mapped: a writer that rewrites or truncates it in place while it loads then
+/// gives a parse error (and a retry), where a mapping would kill the process with SIGBUS.
+/// The buffer lives only as long as the builder, while the weights are copied out.
 pub fn open_weights(dir: &Path) -> Result<VarBuilder<'static>, LoadError> {
     let path = dir.join("model.safetensors");
-    if !path.is_file() {
-        return Err(LoadError::missing("model.safetensors"));
-    }
-    // SAFETY: the file is mapped only while the weights are copied into tensors during the
-    // load; versions are published by renaming finished folders, never rewritten in place.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::missing("model.safetensors"))
+        }
+        Err(e) => return Err(LoadError::invalid("model.safetensors", e.to_string())),
+    };
+    VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu)
         .map_err(|e| LoadError::invalid("model.safetensors", e.to_string()))
 }
 

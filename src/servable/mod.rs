@@ -57,6 +57,14 @@ pub trait Servable: Send + Sync + 'static {
     fn batch_policy(&self) -> BatchPolicy {
         BatchPolicy::Never
     }
+
+    /// When batching pads a rank-2 input of this servable to a common width, the input
+    /// that marks real positions (1) against padding (0): `(padded input, mask input)`.
+    /// The batcher writes the mask for requests that did not send one, so padding is never
+    /// read as tokens.
+    fn padding_mask(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
 }
 
 /// How server-side batching may treat a servable's requests.

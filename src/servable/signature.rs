@@ -1,5 +1,6 @@
 //! Signatures: the named inputs and outputs of a servable, reported by GetModelMetadata and
 //! enforced on every request.
+//! It describes and checks; it never runs a model or reads a wire format.
 
 use std::collections::BTreeMap;
 

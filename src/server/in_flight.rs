@@ -1,5 +1,6 @@
 //! Counts requests in flight across both transports, so shutdown can wait for exactly the
 //! requests that started, rather than for clients to hang up their idle connections.
+//! It only counts; it never refuses a request (the admission gate does).
 
 use std::future::Future;
 use std::pin::Pin;

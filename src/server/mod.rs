@@ -1,6 +1,8 @@
 //! Assembles a running server from its options: manager, source, core, the gRPC listener
 //! (and REST), the config-file poller, and graceful shutdown. Tests start servers through
 //! [`Server::start`] on port 0 and read the bound addresses back.
+//! Wiring only: request handling lives in `transport` and `serving`, version decisions in
+//! `manager`; nothing here reads a request's contents.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::batching::BatchingOptions;
+use crate::admission::{GateLayer, Limits};
+use crate::config::ssl::SslSettings;
+use crate::config::BatchingOptions;
 use crate::config::{ModelsConfig, ServerArgs};
 use crate::manager::{Manager, ManagerOptions};
 use crate::metrics::Metrics;
@@ -26,10 +30,11 @@ use crate::transport::grpc::GrpcServices;
 use crate::transport::rest::{self, RestOptions, DEFAULT_METRICS_PATH};
 
 mod in_flight;
+mod tls;
 pub use in_flight::InFlight;
 
-/// Largest gRPC message accepted or sent (TF Serving lifts gRPC's 4 MB default too).
-const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+/// Largest gRPC response: answers are the server's own, bounded by the request limits.
+const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 
 /// Longest a shutdown waits for requests in flight before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -50,6 +55,8 @@ pub struct ServerOptions {
     pub core: CoreOptions,
     pub rest: RestOptions,
     pub reload_wait: Duration,
+    /// `--ssl_config_file`: TLS on both ports.
+    pub tls: Option<SslSettings>,
 }
 
 impl ServerOptions {
@@ -67,6 +74,7 @@ impl ServerOptions {
             core: CoreOptions::default(),
             rest: RestOptions::default(),
             reload_wait: Duration::from_secs(60),
+            tls: None,
         }
     }
 
@@ -79,11 +87,11 @@ impl ServerOptions {
                 "--grpc_max_threads is accepted for compatibility and ignored"
             );
         }
-        if args.ssl_config_file.is_some() {
-            anyhow::bail!(
-                "--ssl_config_file: TLS is not supported yet; terminate TLS in front of the server"
-            );
-        }
+        let tls = args
+            .ssl_config_file
+            .as_deref()
+            .map(SslSettings::from_file)
+            .transpose()?;
         let (models, config_file) = match (&args.model_config_file, &args.model_base_path) {
             (Some(_), Some(_)) => anyhow::bail!(
                 "give either --model_config_file or --model_base_path (with --model_name), not both"
@@ -102,7 +110,16 @@ impl ServerOptions {
         };
         let mut core = CoreOptions {
             max_queued: args.max_queued_requests,
-            max_request_batch: args.max_request_batch_size,
+            limits: Limits {
+                max_batch: args.max_request_batch_size,
+                max_dim: args.max_request_dim,
+                max_elements: args.max_request_elements,
+                max_bytes: args.max_request_bytes,
+                max_string_chars: args.max_string_length,
+                max_json_depth: args.max_json_depth,
+                max_concurrent: args.max_concurrent_requests,
+                max_wait: Duration::from_millis(args.admission_wait_ms),
+            },
             ..CoreOptions::default()
         };
         if let Some(threads) = args.inference_threads {
@@ -145,6 +162,7 @@ impl ServerOptions {
                 metrics_path: metrics_path(args.monitoring_config_file.as_deref())?,
             },
             reload_wait: Duration::from_secs(args.reload_config_timeout_seconds),
+            tls,
         })
     }
 
@@ -240,18 +258,28 @@ impl Server {
             health,
             shutdown.subscribe(),
         )));
-        let grpc = tonic::transport::Server::builder()
+        // A message larger than --max_request_bytes is refused from its length prefix,
+        // before it is read.
+        let max_message = core.limits().max_bytes;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(settings) = &options.tls {
+            builder = builder
+                .tls_config(tls::grpc(settings))
+                .context("--ssl_config_file: the gRPC TLS configuration")?;
+        }
+        let grpc = builder
             .layer(in_flight.clone())
+            .layer(GateLayer::new(core.gate(), grpc_exempt, grpc_overloaded))
             .add_service(health_service)
             .add_service(
                 PredictionServiceServer::new(services.clone())
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
             .add_service(
                 ModelServiceServer::new(services)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
             );
         let stop = stopped(shutdown.subscribe());
         tasks.push(tokio::spawn(async move {
@@ -275,17 +303,21 @@ impl Server {
                             format!("cannot listen for REST on {}:{port}", options.host)
                         })?;
                 let addr = listener.local_addr()?;
-                let app = rest::router(core.clone(), options.rest.clone()).layer(in_flight.clone());
+                let app = rest::router(core.clone(), options.rest.clone())
+                    .layer(GateLayer::new(
+                        core.gate(),
+                        rest::exempt_from_gate,
+                        rest::overloaded,
+                    ))
+                    .layer(in_flight.clone());
                 let stop = stopped(shutdown.subscribe());
-                tasks.push(tokio::spawn(async move {
-                    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop)
-                        .await
-                        .context("REST server failed")
-                }));
+                let serving = match &options.tls {
+                    None => tokio::spawn(serve_rest(listener, app, stop)),
+                    Some(settings) => {
+                        tokio::spawn(serve_rest_tls(listener, app, tls::rest(settings)?, stop))
+                    }
+                };
+                tasks.push(serving);
                 tracing::info!(address = %addr, "REST listening");
                 Some(addr)
             }
@@ -353,7 +385,10 @@ impl Server {
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
         wait_for_signal().await;
-        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        tracing::info!(
+            in_flight = self.in_flight.count(),
+            "shutting down: no new connections; finishing requests in flight"
+        );
         self.shutdown().await?;
         tracing::info!("stopped");
         Ok(())
@@ -369,7 +404,7 @@ async fn report_health(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use tonic_health::ServingStatus;
-    let mut changes = core.manager().subscribe();
+    let mut changes = core.subscribe();
     let mut known: Vec<String> = Vec::new();
     loop {
         let readiness = core.readiness();
@@ -465,4 +500,53 @@ pub fn init_logging(format: crate::config::LogFormat) {
         crate::config::LogFormat::Text => builder.try_init(),
         crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Plain-HTTP REST until `stop`.
+async fn serve_rest(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .context("REST server failed")
+}
+
+/// REST over TLS until `stop`, then a graceful shutdown of open connections.
+async fn serve_rest_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    config: Arc<rustls::ServerConfig>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = listener.into_std()?;
+    let handle = axum_server::Handle::new();
+    let on_stop = handle.clone();
+    tokio::spawn(async move {
+        stop.await;
+        on_stop.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(config),
+    )?
+    .handle(handle)
+    .serve(app.into_make_service())
+    .await
+    .context("REST server (TLS) failed")
+}
+
+/// gRPC paths that pass the concurrency gate freely: health checks must answer under load.
+fn grpc_exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
+/// The gRPC answer of a request refused by the concurrency gate.
+fn grpc_overloaded(message: String) -> http::Response<tonic::body::Body> {
+    tonic::Status::resource_exhausted(message).into_http()
 }

@@ -2,16 +2,19 @@
 //! check the request against its signature, run it on the inference pool, and return
 //! outputs or an error that names the model, the version and the cause. Transports only
 //! convert wire types to and from what this module takes and returns.
+//! It parses no wire format and makes no version decision: it asks the manager (resolve,
+//! status, reload) and never changes what serves by itself.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::{Budget, Gate, Limits};
 use crate::batching::{self, BatchError, Batcher, BatchingOptions};
 use crate::config::ModelsConfig;
 use crate::error::ServingError;
-use crate::manager::{Loaded, Manager, ModelReadiness, VersionChoice, VersionStatus};
-use crate::metrics::{Api, Metrics};
+use crate::manager::{Manager, ModelReadiness, ServableHandle, VersionChoice, VersionStatus};
+use crate::metrics::{Api, Entrypoint, Metrics};
 use crate::pool::{PoolError, WorkerPool};
 use crate::servable::{
     BatchPolicy, Inputs, Outputs, ServableError, Signature, SignatureMap, DEFAULT_SIGNATURE,
@@ -26,8 +29,8 @@ pub struct CoreOptions {
     /// Requests that may wait for an inference thread before new ones are refused with
     /// RESOURCE_EXHAUSTED.
     pub max_queued: usize,
-    /// Largest batch one request may carry.
-    pub max_request_batch: usize,
+    /// What every request is checked against before work proportional to it.
+    pub limits: Limits,
     /// Server-side batching (`--enable_batching`), for every version of every model whose
     /// servable allows it.
     pub batching: Option<BatchingOptions>,
@@ -38,7 +41,7 @@ impl Default for CoreOptions {
         CoreOptions {
             inference_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_queued: 1024,
-            max_request_batch: 256,
+            limits: Limits::default(),
             batching: None,
         }
     }
@@ -91,34 +94,78 @@ pub struct Core {
     pool: Arc<WorkerPool>,
     options: Arc<CoreOptions>,
     metrics: Arc<Metrics>,
+    gate: Gate,
 }
 
-fn who(loaded: &Loaded) -> String {
-    format!("model `{}` version {}", loaded.model(), loaded.version())
-}
+/// The metrics label of requests for models that are not configured: a client's made-up
+/// names never become label values, so the metrics page cannot be grown from outside.
+pub const UNKNOWN_MODEL_LABEL: &str = "_unknown_";
 
 impl Core {
     pub fn new(manager: Arc<Manager>, options: CoreOptions, metrics: Arc<Metrics>) -> Self {
         let pool = WorkerPool::new("inference", options.inference_threads, options.max_queued);
+        let gate = Gate::new(options.limits.max_concurrent, options.limits.max_wait);
         Core {
             manager,
             pool: Arc::new(pool),
             options: Arc::new(options),
             metrics,
+            gate,
         }
     }
 
-    pub fn manager(&self) -> &Arc<Manager> {
-        &self.manager
+    /// The request limits.
+    pub fn limits(&self) -> &Limits {
+        &self.options.limits
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+    /// A fresh decoding budget for one request.
+    pub fn budget(&self) -> Budget {
+        Budget::new(&self.options.limits)
+    }
+
+    /// The concurrency gate both transports put in front of their request paths.
+    pub fn gate(&self) -> Gate {
+        self.gate.clone()
+    }
+
+    /// Records one finished request in the metrics. The model label is the request's model
+    /// only when that model is configured.
+    pub fn record_request(
+        &self,
+        model: &str,
+        version: Option<i64>,
+        api: Api,
+        entrypoint: Entrypoint,
+        status: &str,
+        took: Duration,
+    ) {
+        let label = if version.is_some() || self.manager.is_configured(model) {
+            model
+        } else {
+            UNKNOWN_MODEL_LABEL
+        };
+        self.metrics
+            .request(label, version, api, entrypoint, status, took);
+    }
+
+    /// A receiver that changes whenever any version changes state (for health reporting).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.manager.subscribe()
+    }
+
+    /// The Prometheus text of every metric.
+    pub fn render_metrics(&self) -> String {
+        self.refresh_gauges();
+        self.metrics.render()
     }
 
     /// Sets the gauges that are read from state rather than counted as things happen.
     pub fn refresh_gauges(&self) {
         self.metrics.inference_queue.set(self.pool.queued() as i64);
+        self.metrics
+            .requests_in_flight
+            .set(self.gate.in_use() as i64);
         self.metrics.versions.reset();
         for (model, state, count) in self.manager.version_counts() {
             self.metrics
@@ -133,13 +180,13 @@ impl Core {
         self.pool.queued()
     }
 
-    pub fn resolve(&self, spec: &ModelSpec) -> Result<Arc<Loaded>, ServingError> {
+    pub fn resolve(&self, spec: &ModelSpec) -> Result<ServableHandle, ServingError> {
         self.manager.resolve(&spec.name, &spec.version)
     }
 
     /// The signature a request names (empty: `serving_default`).
     pub fn signature<'a>(
-        loaded: &'a Loaded,
+        loaded: &'a ServableHandle,
         name: &str,
     ) -> Result<(&'a str, &'a Signature), ServingError> {
         let name = if name.is_empty() {
@@ -155,7 +202,7 @@ impl Core {
                 let known: Vec<&str> = signatures.keys().map(String::as_str).collect();
                 ServingError::invalid_argument(format!(
                     "{} has no signature `{name}`; its signatures: {}",
-                    who(loaded),
+                    loaded.describe(),
                     known.join(", ")
                 ))
             })
@@ -176,7 +223,7 @@ impl Core {
     /// signature's dtypes).
     pub async fn predict_on(
         &self,
-        loaded: Arc<Loaded>,
+        loaded: ServableHandle,
         signature_name: &str,
         inputs: Inputs,
         output_filter: &[String],
@@ -185,13 +232,13 @@ impl Core {
         if let Some(unknown) = output_filter.iter().find(|f| signature.output(f).is_none()) {
             return Err(ServingError::invalid_argument(format!(
                 "{}: output_filter names `{unknown}`, which signature `{name}` does not produce; its outputs: {}",
-                who(&loaded),
+                loaded.describe(),
                 signature.output_names().join(", ")
             )));
         }
         signature
-            .check_inputs(&inputs, self.options.max_request_batch)
-            .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", who(&loaded))))?;
+            .check_inputs(&inputs, self.options.limits.max_batch)
+            .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", loaded.describe())))?;
         let name = name.to_string();
         let mut outputs = self
             .run(&loaded, name.clone(), inputs, Api::Predict)
@@ -209,7 +256,7 @@ impl Core {
 
     async fn run(
         &self,
-        loaded: &Arc<Loaded>,
+        loaded: &ServableHandle,
         signature: String,
         inputs: Inputs,
         api: Api,
@@ -233,30 +280,30 @@ impl Core {
         result.map_err(|e| match e {
             BatchError::Pool(PoolError::Full { capacity, .. }) => ServingError::resource_exhausted(format!(
                 "{}: the server is overloaded ({capacity} requests are waiting for inference); retry later",
-                who(loaded)
+                loaded.describe()
             )),
             BatchError::Full { capacity } => ServingError::resource_exhausted(format!(
                 "{}: the batching queue is full ({capacity} rows are waiting); retry later",
-                who(loaded)
+                loaded.describe()
             )),
             BatchError::Pool(PoolError::Panicked(m)) => {
-                ServingError::internal(format!("{} failed: {m}", who(loaded)))
+                ServingError::internal(format!("{} failed: {m}", loaded.describe()))
             }
             BatchError::Pool(PoolError::ShutDown(_)) | BatchError::Closed => {
                 ServingError::unavailable("the server is shutting down")
             }
             BatchError::Servable(ServableError::InvalidInput(m)) => {
-                ServingError::invalid_argument(format!("{}: {m}", who(loaded)))
+                ServingError::invalid_argument(format!("{}: {m}", loaded.describe()))
             }
             BatchError::Servable(ServableError::Internal(m)) => {
-                ServingError::internal(format!("{} failed: {m}", who(loaded)))
+                ServingError::internal(format!("{} failed: {m}", loaded.describe()))
             }
         })
     }
 
     /// The batcher a request goes through: the version's own, when batching is on, the
     /// servable allows it and the request is not larger than a batch.
-    fn batcher<'a>(&self, loaded: &'a Arc<Loaded>, inputs: &Inputs) -> Option<&'a Batcher> {
+    fn batcher<'a>(&self, loaded: &'a ServableHandle, inputs: &Inputs) -> Option<&'a Batcher> {
         let options = self.options.batching.as_ref()?;
         if loaded.servable().batch_policy() == BatchPolicy::Never {
             return None;
@@ -284,7 +331,7 @@ impl Core {
         let Some(target) = loaded.servable().classification() else {
             return Err(ServingError::invalid_argument(format!(
                 "{} ({}) does not classify; use Predict",
-                who(&loaded),
+                loaded.describe(),
                 loaded.servable().kind()
             )));
         };
@@ -297,7 +344,7 @@ impl Core {
         if examples.is_empty() {
             return Err(ServingError::invalid_argument(format!(
                 "{}: the request has no examples",
-                who(&loaded)
+                loaded.describe()
             )));
         }
         let mut columns: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
@@ -315,7 +362,7 @@ impl Core {
                         .collect();
                     return Err(ServingError::invalid_argument(format!(
                         "{}: example {i} has feature `{feature}`, which the model does not take; it takes {}",
-                        who(&loaded),
+                        loaded.describe(),
                         names.join(", ")
                     )));
                 }
@@ -332,7 +379,7 @@ impl Core {
             if present != examples.len() {
                 return Err(ServingError::invalid_argument(format!(
                     "{}: feature `{}` is in {present} of {} examples; give it in all or none",
-                    who(&loaded),
+                    loaded.describe(),
                     spec_in.name,
                     examples.len()
                 )));
@@ -346,9 +393,18 @@ impl Core {
             .into_iter()
             .map(|(k, v)| (k, Tensor::strings(v)))
             .collect();
+        let mut budget = self.budget();
+        for (name, tensor) in &inputs {
+            budget.admit_tensor(tensor).map_err(|e| {
+                ServingError::over_limit(
+                    &e,
+                    format_args!("{}: feature `{name}`", loaded.describe()),
+                )
+            })?;
+        }
         signature
-            .check_inputs(&inputs, self.options.max_request_batch)
-            .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", who(&loaded))))?;
+            .check_inputs(&inputs, self.options.limits.max_batch)
+            .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", loaded.describe())))?;
         let name = name.to_string();
         let outputs = self
             .run(&loaded, name.clone(), inputs, Api::Classify)
@@ -356,14 +412,14 @@ impl Core {
         let scores = outputs.get(target.scores).ok_or_else(|| {
             ServingError::internal(format!(
                 "{} produced no `{}` output",
-                who(&loaded),
+                loaded.describe(),
                 target.scores
             ))
         })?;
         let (TensorData::Float(values), [rows, cols]) = (scores.data(), scores.shape()) else {
             return Err(ServingError::internal(format!(
                 "{}: `{}` is not a float matrix",
-                who(&loaded),
+                loaded.describe(),
                 target.scores
             )));
         };
@@ -383,18 +439,18 @@ impl Core {
     }
 
     /// GetModelMetadata: the resolved version and its signatures.
-    pub fn metadata(&self, spec: &ModelSpec) -> Result<(Arc<Loaded>, SignatureMap), ServingError> {
+    pub fn metadata(
+        &self,
+        spec: &ModelSpec,
+    ) -> Result<(ServableHandle, SignatureMap), ServingError> {
         let loaded = self.resolve(spec)?;
         let signatures = loaded.servable().signatures().clone();
         Ok((loaded, signatures))
     }
 
-    pub fn status(
-        &self,
-        model: &str,
-        version: Option<i64>,
-    ) -> Result<Vec<VersionStatus>, ServingError> {
-        self.manager.status(model, version)
+    /// GetModelStatus: every version of the model, or the one a version number or label names.
+    pub fn status(&self, spec: &ModelSpec) -> Result<Vec<VersionStatus>, ServingError> {
+        self.manager.status(&spec.name, &spec.version)
     }
 
     pub fn readiness(&self) -> Vec<ModelReadiness> {

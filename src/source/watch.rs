@@ -2,6 +2,8 @@
 //! path does not exist, on its nearest existing ancestor, so its creation is seen), plus an
 //! optional poll for filesystems that do not deliver events. Bursts of events are coalesced
 //! into one scan per model.
+//! Like the rest of the Source, it only reports scans through its callback; it never loads
+//! or decides.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -4,13 +4,9 @@
 
 mod proto;
 
-pub use proto::{tensor_from_proto, tensor_to_proto};
+pub use proto::{tensor_from_proto, tensor_to_proto, DecodeError};
 
 use std::fmt;
-
-/// Largest number of elements one tensor of a request may hold. It stops a tiny message
-/// from declaring a shape that would make the server allocate gigabytes.
-pub const MAX_ELEMENTS: usize = 1 << 26;
 
 /// The TensorFlow data types this server can read or write; the numbers are `tensorflow.DataType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,6 +123,16 @@ impl TensorData {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes one element takes in memory (for strings, the vector that holds it).
+    pub fn item_size(&self) -> usize {
+        match self {
+            TensorData::Float(_) | TensorData::Int32(_) => 4,
+            TensorData::Double(_) | TensorData::Int64(_) => 8,
+            TensorData::Bool(_) => 1,
+            TensorData::String(_) => std::mem::size_of::<Vec<u8>>(),
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! `tensorflow.TensorProto` ⇄ [`Tensor`]. Values may come in the typed repeated fields or
 //! as raw little-endian bytes in `tensor_content` (how the official Python client's
 //! `make_tensor_proto` sends numeric arrays); responses use the typed fields, as TF Serving does.
+//! Conversion only: how much a request may decode is the [`Budget`]'s decision, and whether
+//! the tensors fit a model is the signature's.
 
-use super::{
-    element_count, format_shape, proto_dtype_name, DType, Tensor, TensorData, MAX_ELEMENTS,
-};
+use super::{format_shape, proto_dtype_name, DType, Tensor, TensorData};
+use crate::admission::{Budget, LimitError};
 use crate::proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
 
 /// Why a TensorProto could not be read. The caller adds which input it was.
@@ -16,8 +17,8 @@ pub enum DecodeError {
     UnknownRank,
     #[error("tensor_shape has a negative dimension {0}")]
     NegativeDim(i64),
-    #[error("shape {shape} has more than {MAX_ELEMENTS} elements")]
-    TooLarge { shape: String },
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error("tensor_content has {actual} bytes but shape {shape} of {dtype} needs {expected}")]
     ContentSize {
         dtype: DType,
@@ -36,27 +37,25 @@ pub enum DecodeError {
     },
 }
 
-/// Reads a request tensor.
-pub fn tensor_from_proto(proto: &TensorProto) -> Result<Tensor, DecodeError> {
+/// Reads a request tensor, drawing on the request's `budget`: the claimed shape and the
+/// bytes it implies are admitted before anything is allocated for them.
+pub fn tensor_from_proto(proto: &TensorProto, budget: &mut Budget) -> Result<Tensor, DecodeError> {
     let dtype = DType::from_proto(proto.dtype)
         .ok_or_else(|| DecodeError::UnsupportedDType(proto_dtype_name(proto.dtype)))?;
-    let shape = shape_from_proto(proto.tensor_shape.as_ref())?;
+    let dims = dims_from_proto(proto.tensor_shape.as_ref())?;
+    let count = budget.admit_shape(&dims)?;
+    // Every dimension is within the budget's per-dimension limit, so each fits a usize.
+    let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
     let shape_text = format_shape(&shape);
-    let count = element_count(&shape)
-        .filter(|&c| c <= MAX_ELEMENTS)
-        .ok_or_else(|| DecodeError::TooLarge {
-            shape: shape_text.clone(),
-        })?;
-
     let data = if !proto.tensor_content.is_empty() {
-        decode_content(dtype, &proto.tensor_content, count, &shape_text)?
+        decode_content(dtype, &proto.tensor_content, count, &shape_text, budget)?
     } else {
-        decode_typed(dtype, proto, count, &shape_text)?
+        decode_typed(dtype, proto, count, &shape_text, budget)?
     };
     Ok(Tensor::new(shape, data).expect("decoders return exactly `count` values; this is a bug"))
 }
 
-fn shape_from_proto(shape: Option<&TensorShapeProto>) -> Result<Vec<usize>, DecodeError> {
+fn dims_from_proto(shape: Option<&TensorShapeProto>) -> Result<Vec<u64>, DecodeError> {
     let Some(shape) = shape else {
         return Ok(Vec::new());
     };
@@ -66,7 +65,7 @@ fn shape_from_proto(shape: Option<&TensorShapeProto>) -> Result<Vec<usize>, Deco
     shape
         .dim
         .iter()
-        .map(|d| usize::try_from(d.size).map_err(|_| DecodeError::NegativeDim(d.size)))
+        .map(|d| u64::try_from(d.size).map_err(|_| DecodeError::NegativeDim(d.size)))
         .collect()
 }
 
@@ -75,6 +74,7 @@ fn decode_content(
     bytes: &[u8],
     count: usize,
     shape: &str,
+    budget: &mut Budget,
 ) -> Result<TensorData, DecodeError> {
     let item = match dtype {
         DType::Float | DType::Int32 => 4,
@@ -82,14 +82,15 @@ fn decode_content(
         DType::Bool => 1,
         DType::String => return Err(DecodeError::StringContent),
     };
-    if bytes.len() != count * item {
+    if Some(bytes.len()) != count.checked_mul(item) {
         return Err(DecodeError::ContentSize {
             dtype,
             shape: shape.to_string(),
-            expected: count * item,
+            expected: count.saturating_mul(item),
             actual: bytes.len(),
         });
     }
+    budget.admit_bytes(count, item)?;
     fn le<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
         bytes
             .chunks_exact(N)
@@ -108,38 +109,74 @@ fn decode_content(
 
 /// Typed fields. As in TensorFlow, a single value fills a larger shape; otherwise the count
 /// must match exactly (TensorFlow would silently repeat the last value; a short list is far
-/// more often a client bug, so it is an error here).
+/// more often a client bug, so it is an error here). The bytes the values will take are
+/// admitted before they are copied or repeated.
 fn decode_typed(
     dtype: DType,
     proto: &TensorProto,
     count: usize,
     shape: &str,
+    budget: &mut Budget,
 ) -> Result<TensorData, DecodeError> {
     fn fill<T: Clone>(
         values: &[T],
         count: usize,
         shape: &str,
         field: &'static str,
+        budget: &mut Budget,
     ) -> Result<Vec<T>, DecodeError> {
-        match values.len() {
-            n if n == count => Ok(values.to_vec()),
-            1 => Ok(vec![values[0].clone(); count]),
-            n => Err(DecodeError::ValueCount {
-                shape: shape.to_string(),
-                field,
-                expected: count,
-                actual: n,
-            }),
-        }
+        check_count(values.len(), count, shape, field)?;
+        budget.admit_bytes(count, std::mem::size_of::<T>())?;
+        Ok(repeat(values, count))
     }
     Ok(match dtype {
-        DType::Float => TensorData::Float(fill(&proto.float_val, count, shape, "float_val")?),
-        DType::Double => TensorData::Double(fill(&proto.double_val, count, shape, "double_val")?),
-        DType::Int32 => TensorData::Int32(fill(&proto.int_val, count, shape, "int_val")?),
-        DType::Int64 => TensorData::Int64(fill(&proto.int64_val, count, shape, "int64_val")?),
-        DType::Bool => TensorData::Bool(fill(&proto.bool_val, count, shape, "bool_val")?),
-        DType::String => TensorData::String(fill(&proto.string_val, count, shape, "string_val")?),
+        DType::Float => {
+            TensorData::Float(fill(&proto.float_val, count, shape, "float_val", budget)?)
+        }
+        DType::Double => {
+            TensorData::Double(fill(&proto.double_val, count, shape, "double_val", budget)?)
+        }
+        DType::Int32 => TensorData::Int32(fill(&proto.int_val, count, shape, "int_val", budget)?),
+        DType::Int64 => {
+            TensorData::Int64(fill(&proto.int64_val, count, shape, "int64_val", budget)?)
+        }
+        DType::Bool => TensorData::Bool(fill(&proto.bool_val, count, shape, "bool_val", budget)?),
+        DType::String => {
+            let values = &proto.string_val;
+            check_count(values.len(), count, shape, "string_val")?;
+            let copies = if values.len() == count { 1 } else { count };
+            for (index, value) in values.iter().enumerate() {
+                budget.admit_string(index, value, copies)?;
+            }
+            TensorData::String(repeat(values, count))
+        }
     })
+}
+
+/// `count` values are needed; `given` may be exactly that or one value to repeat.
+fn check_count(
+    given: usize,
+    count: usize,
+    shape: &str,
+    field: &'static str,
+) -> Result<(), DecodeError> {
+    if given == count || (given == 1 && count > 0) {
+        return Ok(());
+    }
+    Err(DecodeError::ValueCount {
+        shape: shape.to_string(),
+        field,
+        expected: count,
+        actual: given,
+    })
+}
+
+fn repeat<T: Clone>(values: &[T], count: usize) -> Vec<T> {
+    if values.len() == count {
+        values.to_vec()
+    } else {
+        vec![values[0].clone(); count]
+    }
 }
 
 /// Writes a response tensor with the typed fields.
@@ -173,6 +210,11 @@ pub fn tensor_to_proto(tensor: &Tensor) -> TensorProto {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::Limits;
+
+    fn budget() -> Budget {
+        Budget::new(&Limits::default())
+    }
 
     fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
         Some(TensorShapeProto {
@@ -196,7 +238,7 @@ mod tests {
             tensor_content: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             ..Default::default()
         };
-        let t = tensor_from_proto(&proto).unwrap();
+        let t = tensor_from_proto(&proto, &mut budget()).unwrap();
         assert_eq!(t.shape(), &[2, 3]);
         assert_eq!(t.data(), &TensorData::Float(values.to_vec()));
     }
@@ -216,7 +258,10 @@ mod tests {
             int64_val: ids.to_vec(),
             ..Default::default()
         };
-        assert_eq!(tensor_from_proto(&content), tensor_from_proto(&typed));
+        assert_eq!(
+            tensor_from_proto(&content, &mut budget()),
+            tensor_from_proto(&typed, &mut budget())
+        );
     }
 
     #[test]
@@ -228,7 +273,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            tensor_from_proto(&proto).unwrap().data(),
+            tensor_from_proto(&proto, &mut budget()).unwrap().data(),
             &TensorData::Int32(vec![4; 4])
         );
     }
@@ -241,7 +286,9 @@ mod tests {
             string_val: vec![b"a".to_vec(), b"b".to_vec()],
             ..Default::default()
         };
-        let err = tensor_from_proto(&proto).unwrap_err().to_string();
+        let err = tensor_from_proto(&proto, &mut budget())
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "shape [3] needs 3 values but 2 were given in string_val"
@@ -257,7 +304,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            tensor_from_proto(&proto),
+            tensor_from_proto(&proto, &mut budget()),
             Err(DecodeError::ContentSize {
                 expected: 12,
                 actual: 8,
@@ -275,9 +322,37 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            tensor_from_proto(&proto),
-            Err(DecodeError::TooLarge { .. })
+            tensor_from_proto(&proto, &mut budget()),
+            Err(DecodeError::Limit(LimitError::Dim { .. }))
         ));
+    }
+
+    /// The 1 KB message of the hardening issue: one 1 KiB string claimed to fill [67108864].
+    /// Refused by the shape, then by the bytes it would expand to, before any copy.
+    #[test]
+    fn a_single_value_cannot_expand_past_the_budget() {
+        let mut proto = TensorProto {
+            dtype: 7,
+            tensor_shape: shape(&[67_108_864]),
+            string_val: vec![vec![b'a'; 1024]],
+            ..Default::default()
+        };
+        let e = tensor_from_proto(&proto, &mut budget()).unwrap_err();
+        assert!(e.to_string().contains("--max_request_dim"), "{e}");
+        proto.tensor_shape = shape(&[60_000]);
+        let e = tensor_from_proto(&proto, &mut budget()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the request decodes to more than 4194304 bytes (--max_request_bytes)"
+        );
+        let int64 = TensorProto {
+            dtype: 9,
+            tensor_shape: shape(&[8192, 8192]),
+            int64_val: vec![1],
+            ..Default::default()
+        };
+        let e = tensor_from_proto(&int64, &mut budget()).unwrap_err();
+        assert!(e.to_string().contains("--max_request_elements"), "{e}");
     }
 
     #[test]
@@ -287,7 +362,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            tensor_from_proto(&proto).unwrap_err().to_string(),
+            tensor_from_proto(&proto, &mut budget())
+                .unwrap_err()
+                .to_string(),
             "dtype DT_HALF is not supported by this server"
         );
     }
@@ -299,8 +376,14 @@ mod tests {
             TensorData::String(vec![b"x".to_vec(), "头痛".into()]),
         )
         .unwrap();
-        assert_eq!(tensor_from_proto(&tensor_to_proto(&t)).unwrap(), t);
+        assert_eq!(
+            tensor_from_proto(&tensor_to_proto(&t), &mut budget()).unwrap(),
+            t
+        );
         let f = Tensor::new(vec![1, 2], TensorData::Float(vec![0.5, -1.0])).unwrap();
-        assert_eq!(tensor_from_proto(&tensor_to_proto(&f)).unwrap(), f);
+        assert_eq!(
+            tensor_from_proto(&tensor_to_proto(&f), &mut budget()).unwrap(),
+            f
+        );
     }
 }

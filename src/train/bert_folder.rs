@@ -1,5 +1,6 @@
 //! Writing BERT version folders: the tokenizer, `config.json` and `model.safetensors` in the
 //! layout the servables load. Used by the trainer and by tests that need a small model.
+//! It writes folders only; it never loads or serves one (that is `crate::models`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +12,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::config::BertConfig;
+use crate::models::bert::config::BertConfig;
 
 /// The special tokens a BERT vocabulary starts with, in this order.
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];

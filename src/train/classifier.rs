@@ -1,26 +1,27 @@
 //! Training `BertForSequenceClassification` with candle autograd, on single texts or text
 //! pairs: from a pre-trained BERT folder (fine-tuning) or from a fresh small config with a
-//! WordPiece vocabulary trained on the corpus. The encoder is [`super::model::Bert`] in
+//! WordPiece vocabulary trained on the corpus. The encoder is [`crate::models::bert::model::Bert`] in
 //! `Mode::Trainable`, whose every op backpropagates (a test checks the gradients against
 //! finite differences). AdamW with warm-up and linear decay, gradient clipping, dev accuracy
 //! every epoch, early stopping, seeded weights, batch order and dropout.
+//! Offline only: nothing on the serving path calls it, and it must not change how
+//! `crate::models` loads a version.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{AdamW, Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokenizers::Tokenizer;
 
-use super::config::BertConfig;
-use super::folder::write_version_folder;
-use super::model::{batch_tensor, linear, Bert, Dropout, Mode, TrainRng};
-use super::tokenize::{TextEncoder, TokenBatch};
-use crate::models::init::{bert_init, init_seeded};
-use crate::models::train::{clip_grad_norm, sorted_vars, EarlyStopping};
+use super::bert_folder::write_version_folder;
+use crate::models::bert::config::BertConfig;
+use crate::models::bert::model::{batch_tensor, linear, Bert, Dropout, Mode, TrainRng};
+use crate::models::bert::tokenize::{TextEncoder, TokenBatch};
+use crate::train::fit::{fit, sorted_vars, Fitted, Schedule};
+use crate::train::init::{bert_init, init_seeded};
 
 /// One training example: a text, an optional second text, and its class id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,7 @@ impl Default for ClassifierOptions {
 }
 
 /// Where training starts.
+#[allow(clippy::large_enum_variant)] // made once per training run
 pub enum Start {
     /// A Hugging Face BERT folder (config.json, model.safetensors, tokenizer.json).
     Pretrained(PathBuf),
@@ -120,21 +122,8 @@ impl Classifier {
     }
 }
 
-/// Progress the trainer reports.
-pub enum Progress {
-    Step {
-        epoch: usize,
-        step: usize,
-        steps: usize,
-        loss: f32,
-        learning_rate: f64,
-    },
-    Epoch {
-        epoch: usize,
-        mean_loss: f32,
-        dev_accuracy: f64,
-    },
-}
+/// Progress the trainer reports; the dev score is the accuracy.
+pub type Progress = crate::train::fit::Progress<f64>;
 
 pub struct TrainedClassifier {
     pub config: BertConfig,
@@ -213,7 +202,7 @@ pub fn train_classifier(
     train: &[Example],
     dev: &[Example],
     options: &ClassifierOptions,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
 ) -> anyhow::Result<TrainedClassifier> {
     let device = Device::Cpu;
     let (mut config, tokenizer, pretrained) = match start {
@@ -271,82 +260,51 @@ pub fn train_classifier(
     let unk = tokenizer.token_to_id("[UNK]");
     let mut token_rng = StdRng::seed_from_u64(options.seed.wrapping_add(2));
 
-    let vars = sorted_vars(&varmap);
-    let mut optimizer = AdamW::new(
-        vars.iter().map(|(_, v)| v.clone()).collect(),
-        ParamsAdamW {
-            lr: options.learning_rate,
-            weight_decay: options.weight_decay,
-            ..Default::default()
-        },
-    )?;
-    let steps_per_epoch = train.len().div_ceil(options.batch_size);
-    let total = (steps_per_epoch * options.epochs).max(1);
-    let warmup = ((total as f64) * options.warmup).ceil().max(1.0) as usize;
-    let schedule = |step: usize| -> f64 {
-        if step < warmup {
-            options.learning_rate * (step + 1) as f64 / warmup as f64
-        } else {
-            options.learning_rate
-                * ((total - step) as f64 / (total - warmup).max(1) as f64).max(0.0)
-        }
+    let schedule = Schedule {
+        epochs: options.epochs,
+        batch_size: options.batch_size,
+        learning_rate: options.learning_rate,
+        weight_decay: options.weight_decay,
+        clip: options.clip,
+        patience: options.patience,
+        seed: options.seed,
+        warmup: Some(options.warmup),
     };
     let dropout_rng = TrainRng::new(options.seed.wrapping_add(1));
-    let mut order_rng = StdRng::seed_from_u64(options.seed);
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut stopping = EarlyStopping::new(options.patience);
-    let mut global_step = 0;
-
-    for epoch in 1..=options.epochs {
-        order.shuffle(&mut order_rng);
-        let mut loss_sum = 0.0;
-        for (step, chunk) in order.chunks(options.batch_size).enumerate() {
-            let batch: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
-            let mut tokens = encode(&encoder, &batch)?;
-            if let (Some(unk), true) = (unk, options.token_dropout > 0.0) {
-                for (id, mask) in tokens.ids.iter_mut().zip(&tokens.mask) {
-                    if *mask == 1
-                        && !special.contains(id)
-                        && token_rng.random_bool(options.token_dropout)
-                    {
-                        *id = unk;
-                    }
+    let batch_loss = |chunk: &[usize], _: &mut StdRng| -> anyhow::Result<Tensor> {
+        let batch: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
+        let mut tokens = encode(&encoder, &batch)?;
+        if let (Some(unk), true) = (unk, options.token_dropout > 0.0) {
+            for (id, mask) in tokens.ids.iter_mut().zip(&tokens.mask) {
+                if *mask == 1
+                    && !special.contains(id)
+                    && token_rng.random_bool(options.token_dropout)
+                {
+                    *id = unk;
                 }
             }
-            let targets = Tensor::from_vec(
-                batch.iter().map(|e| e.label).collect::<Vec<_>>(),
-                batch.len(),
-                &device,
-            )?;
-            let logits = model.logits(&tokens, &device, Some(&dropout_rng))?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&mut grads, &vars, options.clip)?;
-            let lr = schedule(global_step);
-            optimizer.set_learning_rate(lr);
-            optimizer.step(&grads)?;
-            global_step += 1;
-            let loss = loss.to_scalar::<f32>()?;
-            loss_sum += loss;
-            progress(Progress::Step {
-                epoch,
-                step: step + 1,
-                steps: steps_per_epoch,
-                loss,
-                learning_rate: lr,
-            });
         }
-        let dev_accuracy = accuracy(&model, &encoder, dev)?;
-        progress(Progress::Epoch {
-            epoch,
-            mean_loss: loss_sum / steps_per_epoch as f32,
-            dev_accuracy,
-        });
-        if stopping.record(epoch, dev_accuracy, |a, b| a > b, &varmap)? {
-            break;
-        }
-    }
-    let (best_epoch, best_dev_accuracy) = stopping.restore_best(&varmap)?;
+        let targets = Tensor::from_vec(
+            batch.iter().map(|e| e.label).collect::<Vec<_>>(),
+            batch.len(),
+            &device,
+        )?;
+        let logits = model.logits(&tokens, &device, Some(&dropout_rng))?;
+        Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+    };
+    let dev_accuracy = || accuracy(&model, &encoder, dev);
+    let Fitted {
+        best_epoch,
+        best_dev: best_dev_accuracy,
+    } = fit(
+        &varmap,
+        train.len(),
+        &schedule,
+        batch_loss,
+        dev_accuracy,
+        |a: &f64, b: &f64| a > b,
+        progress,
+    )?;
     Ok(TrainedClassifier {
         config,
         tokenizer,
@@ -386,7 +344,7 @@ mod tests {
             num_hidden_layers: 2,
             num_attention_heads: 2,
             intermediate_size: 16,
-            hidden_act: super::super::config::HiddenAct::Gelu,
+            hidden_act: crate::models::bert::config::HiddenAct::Gelu,
             hidden_dropout_prob: 0.1,
             attention_probs_dropout_prob: 0.1,
             max_position_embeddings: 16,
@@ -414,9 +372,9 @@ mod tests {
         )
         .unwrap();
         init_seeded(&varmap, 1, |name, shape| match bert_init(name, shape) {
-            crate::models::init::Init::Normal(_) => crate::models::init::Init::Normal(0.5),
-            crate::models::init::Init::Ones => crate::models::init::Init::Uniform(1.5),
-            crate::models::init::Init::Zeros => crate::models::init::Init::Uniform(0.3),
+            crate::train::init::Init::Normal(_) => crate::train::init::Init::Normal(0.5),
+            crate::train::init::Init::Ones => crate::train::init::Init::Uniform(1.5),
+            crate::train::init::Init::Zeros => crate::train::init::Init::Uniform(0.3),
             other => other,
         })
         .unwrap();

@@ -1,11 +1,143 @@
-//! What every trainer here shares: variables in a fixed order (so runs repeat exactly),
-//! gradient clipping, keeping the best weights seen on the dev set, and publishing the result.
+//! What every trainer here shares: the epoch loop ([`fit`]: seeded batch order, AdamW with
+//! an optional warm-up and linear decay, gradient clipping, a dev score after every epoch,
+//! early stopping on it), variables in a fixed order (so runs repeat exactly), and
+//! publishing the result as a version folder. A trainer supplies only its loss on a batch
+//! and its dev score.
+//! It knows no model and no data format.
 
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
-use candle_nn::VarMap;
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// How [`fit`] trains: the optimiser, its schedule and when to stop.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Largest global gradient norm; larger gradients are scaled down to it.
+    pub clip: f64,
+    /// Epochs without a better dev score before training stops.
+    pub patience: usize,
+    /// Seeds the batch order (and whatever the trainer draws from the generator it is given).
+    pub seed: u64,
+    /// `Some(share)`: the rate rises linearly over that share of all steps, then decays
+    /// linearly to zero. `None`: constant.
+    pub warmup: Option<f64>,
+}
+
+/// What [`fit`] reports as it goes; `R` is the trainer's dev score.
+pub enum Progress<R> {
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f32,
+        learning_rate: f64,
+    },
+    Epoch {
+        epoch: usize,
+        mean_loss: f32,
+        dev: R,
+    },
+}
+
+/// The best epoch, whose weights [`fit`] leaves in the varmap.
+pub struct Fitted<R> {
+    pub best_epoch: usize,
+    pub best_dev: R,
+}
+
+/// Trains every variable of `varmap` on `examples` items. Each step calls `batch_loss` with
+/// the indices of one shuffled batch and the seeded generator (for the trainer's own noise:
+/// dropout masks, token replacement), then clips and applies the gradients of the loss it
+/// returns. After each epoch `dev` scores the model; the weights of the epoch with the best
+/// score (by `better`) are restored at the end.
+pub fn fit<R: Clone>(
+    varmap: &VarMap,
+    examples: usize,
+    schedule: &Schedule,
+    mut batch_loss: impl FnMut(&[usize], &mut StdRng) -> anyhow::Result<Tensor>,
+    mut dev: impl FnMut() -> anyhow::Result<R>,
+    better: impl Fn(&R, &R) -> bool,
+    mut progress: impl FnMut(Progress<R>),
+) -> anyhow::Result<Fitted<R>> {
+    let vars = sorted_vars(varmap);
+    let mut optimizer = AdamW::new(
+        vars.iter().map(|(_, v)| v.clone()).collect(),
+        ParamsAdamW {
+            lr: schedule.learning_rate,
+            weight_decay: schedule.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let steps = examples.div_ceil(schedule.batch_size.max(1));
+    let rate = learning_rate(schedule, steps);
+    let mut rng = StdRng::seed_from_u64(schedule.seed);
+    let mut order: Vec<usize> = (0..examples).collect();
+    let mut stopping = EarlyStopping::new(schedule.patience);
+    let mut global_step = 0;
+    for epoch in 1..=schedule.epochs {
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        for (step, chunk) in order.chunks(schedule.batch_size.max(1)).enumerate() {
+            let loss = batch_loss(chunk, &mut rng)?;
+            let mut grads = loss.backward()?;
+            clip_grad_norm(&mut grads, &vars, schedule.clip)?;
+            let learning_rate = rate(global_step);
+            optimizer.set_learning_rate(learning_rate);
+            optimizer.step(&grads)?;
+            global_step += 1;
+            let loss = loss.to_scalar::<f32>()?;
+            loss_sum += loss;
+            progress(Progress::Step {
+                epoch,
+                step: step + 1,
+                steps,
+                loss,
+                learning_rate,
+            });
+        }
+        let score = dev()?;
+        progress(Progress::Epoch {
+            epoch,
+            mean_loss: loss_sum / steps.max(1) as f32,
+            dev: score.clone(),
+        });
+        if stopping.record(epoch, score, &better, varmap)? {
+            break;
+        }
+    }
+    let (best_epoch, best_dev) = stopping.restore_best(varmap)?;
+    Ok(Fitted {
+        best_epoch,
+        best_dev,
+    })
+}
+
+/// The learning rate at each global step.
+fn learning_rate(schedule: &Schedule, steps_per_epoch: usize) -> impl Fn(usize) -> f64 {
+    let peak = schedule.learning_rate;
+    let total = (steps_per_epoch * schedule.epochs).max(1);
+    let warmup = schedule
+        .warmup
+        .map(|share| ((total as f64) * share).ceil().max(1.0) as usize);
+    move |step| match warmup {
+        None => peak,
+        Some(warmup) if step < warmup => peak * (step + 1) as f64 / warmup as f64,
+        Some(warmup) => {
+            peak * ((total.saturating_sub(step)) as f64 / (total - warmup).max(1) as f64).max(0.0)
+        }
+    }
+}
 
 /// Makes glibc keep freed memory for reuse instead of unmapping it. Training allocates and
 /// frees the same large activations every step; by default each one is a fresh mmap and

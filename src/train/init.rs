@@ -1,6 +1,7 @@
 //! Reproducible weight initialisation. candle's CPU device cannot be seeded, so models built
 //! on a fresh `VarMap` are re-initialised here from a seeded generator, variable by variable
 //! in name order: the same seed gives the same model, which training reproducibility needs.
+//! It touches only the variables it is given; it reads and writes no file.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarMap;

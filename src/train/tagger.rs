@@ -1,22 +1,24 @@
 //! Training and evaluating the BiLSTM-CRF: CRF negative log-likelihood with AdamW on
 //! mini-batches, gradient clipping, dev F1 after every epoch, early stopping, and the best
 //! epoch's weights written as a complete version folder.
+//! Offline only: nothing on the serving path calls it, and it must not change how
+//! `crate::models::tagger` loads a version.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
-use super::fast::FastTagger;
-use super::network::{BiLstmCrf, TaggerConfig};
-use super::text::{entities, CharVocab, Entity};
-use crate::corpus::ner::Sample;
-use crate::models::init::{init_seeded, Init};
-use crate::models::train::{clip_grad_norm, sorted_vars, EarlyStopping, Score};
+use super::tagger_network::BiLstmCrf;
+use crate::models::tagger::config::TaggerConfig;
+use crate::models::tagger::fast::FastTagger;
+use crate::models::tagger::text::{entities, CharVocab, Entity};
+use crate::train::corpus::ner::Sample;
+use crate::train::fit::{fit, Fitted, Schedule, Score};
+use crate::train::init::{init_seeded, Init};
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -58,20 +60,8 @@ impl Default for TrainOptions {
     }
 }
 
-/// What the trainer reports as it goes.
-pub enum Progress {
-    Step {
-        epoch: usize,
-        step: usize,
-        steps: usize,
-        loss: f32,
-    },
-    Epoch {
-        epoch: usize,
-        mean_loss: f32,
-        dev: Report,
-    },
-}
+/// What the trainer reports as it goes; the dev score is the entity report.
+pub type Progress = crate::train::fit::Progress<Report>;
 
 /// A trained model, ready to be written as a version folder.
 pub struct Trained {
@@ -152,7 +142,7 @@ pub fn train(
     vocab: CharVocab,
     tags: &[&str],
     options: &TrainOptions,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
 ) -> anyhow::Result<Trained> {
     let config = TaggerConfig {
         architectures: vec!["BiLstmCrf".into()],
@@ -183,83 +173,73 @@ pub fn train(
             Init::Uniform(bound)
         }
     })?;
-    let vars = sorted_vars(&varmap);
-    let mut optimizer = AdamW::new(
-        vars.iter().map(|(_, v)| v.clone()).collect(),
-        ParamsAdamW {
-            lr: options.learning_rate,
-            weight_decay: options.weight_decay,
-            ..Default::default()
-        },
-    )?;
-    let mut rng = StdRng::seed_from_u64(options.seed);
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let steps = train.len().div_ceil(options.batch_size);
-    let mut stopping = EarlyStopping::new(options.patience);
-
-    for epoch in 1..=options.epochs {
-        order.shuffle(&mut rng);
-        let mut loss_sum = 0.0;
-        for (step, chunk) in order.chunks(options.batch_size).enumerate() {
-            let batch: Vec<&Sample> = chunk
-                .iter()
-                .map(|&i| &train[i])
-                .filter(|s| !s.chars.is_empty())
-                .collect();
-            let lengths: Vec<usize> = batch
-                .iter()
-                .map(|s| s.chars.len().min(options.max_length))
-                .collect();
-            let len = *lengths.iter().max().unwrap_or(&1);
-            let mut ids = vec![0u32; batch.len() * len];
-            for (r, s) in batch.iter().enumerate() {
-                let encoded = vocab.encode(&s.chars[..lengths[r]]);
-                for (i, id) in encoded.into_iter().enumerate() {
-                    let roll: f64 = rng.random();
-                    ids[r * len + i] = if s.tags[i] != 0 {
-                        id
-                    } else if roll < options.unk_rate {
-                        1
-                    } else if roll < options.unk_rate + options.random_char_rate {
-                        rng.random_range(2..vocab.len() as u32)
-                    } else {
-                        id
-                    };
-                }
+    let schedule = Schedule {
+        epochs: options.epochs,
+        batch_size: options.batch_size,
+        learning_rate: options.learning_rate,
+        weight_decay: options.weight_decay,
+        clip: options.clip,
+        patience: options.patience,
+        seed: options.seed,
+        warmup: None,
+    };
+    let batch_loss = |chunk: &[usize], rng: &mut StdRng| -> anyhow::Result<Tensor> {
+        let batch: Vec<&Sample> = chunk
+            .iter()
+            .map(|&i| &train[i])
+            .filter(|s| !s.chars.is_empty())
+            .collect();
+        let lengths: Vec<usize> = batch
+            .iter()
+            .map(|s| s.chars.len().min(options.max_length))
+            .collect();
+        let len = *lengths.iter().max().unwrap_or(&1);
+        let mut ids = vec![0u32; batch.len() * len];
+        for (r, s) in batch.iter().enumerate() {
+            let encoded = vocab.encode(&s.chars[..lengths[r]]);
+            for (i, id) in encoded.into_iter().enumerate() {
+                let roll: f64 = rng.random();
+                ids[r * len + i] = if s.tags[i] != 0 {
+                    id
+                } else if roll < options.unk_rate {
+                    1
+                } else if roll < options.unk_rate + options.random_char_rate {
+                    rng.random_range(2..vocab.len() as u32)
+                } else {
+                    id
+                };
             }
-            let gold: Vec<Vec<u32>> = batch
-                .iter()
-                .zip(&lengths)
-                .map(|(s, &n)| s.tags[..n].to_vec())
-                .collect();
-            let ids = Tensor::from_vec(ids, (batch.len(), len), &device)?;
-            let emissions = net.emissions(&ids, &lengths, Some(&mut rng))?;
-            let loss = net.nll(&emissions, &gold, &lengths)?;
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&mut grads, &vars, options.clip)?;
-            optimizer.step(&grads)?;
-            let loss = loss.to_scalar::<f32>()?;
-            loss_sum += loss;
-            progress(Progress::Step {
-                epoch,
-                step: step + 1,
-                steps,
-                loss,
-            });
         }
-        let fast = fast_from(&config, &varmap)?;
-        let dev_report = evaluate(&fast, &vocab, &config.tags, dev);
-        progress(Progress::Epoch {
-            epoch,
-            mean_loss: loss_sum / steps as f32,
-            dev: dev_report.clone(),
-        });
-        let better = |a: &Report, b: &Report| a.overall.f1 > b.overall.f1;
-        if stopping.record(epoch, dev_report, better, &varmap)? {
-            break;
-        }
-    }
-    let (best_epoch, best_dev) = stopping.restore_best(&varmap)?;
+        let gold: Vec<Vec<u32>> = batch
+            .iter()
+            .zip(&lengths)
+            .map(|(s, &n)| s.tags[..n].to_vec())
+            .collect();
+        let ids = Tensor::from_vec(ids, (batch.len(), len), &device)?;
+        let emissions = net.emissions(&ids, &lengths, Some(rng))?;
+        Ok(net.nll(&emissions, &gold, &lengths)?)
+    };
+    let dev_score = || -> anyhow::Result<Report> {
+        Ok(evaluate(
+            &fast_from(&config, &varmap)?,
+            &vocab,
+            &config.tags,
+            dev,
+        ))
+    };
+    let better = |a: &Report, b: &Report| a.overall.f1 > b.overall.f1;
+    let Fitted {
+        best_epoch,
+        best_dev,
+    } = fit(
+        &varmap,
+        train.len(),
+        &schedule,
+        batch_loss,
+        dev_score,
+        better,
+        progress,
+    )?;
     Ok(Trained {
         config,
         vocab,

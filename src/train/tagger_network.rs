@@ -1,63 +1,16 @@
 //! The BiLSTM-CRF as a candle graph, for training (and as the reference the fast serving
 //! path is tested against): character embedding → bidirectional LSTM (candle-nn) → linear
 //! emissions → CRF. Tensor names follow PyTorch's (`lstm.weight_ih_l0_reverse`, ...).
+//! Training only: the server runs `models::tagger::fast`, never this graph.
 
 use candle_core::{DType, IndexOp, Module, Result, Tensor};
 use candle_nn::rnn::{LSTMConfig, RNN};
 use candle_nn::{Embedding, Init, Linear, VarBuilder, LSTM};
 use rand::rngs::StdRng;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-use super::crf::Crf;
-
-/// `config.json` of a `BiLstmCrf` version folder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaggerConfig {
-    pub architectures: Vec<String>,
-    #[serde(default = "model_type")]
-    pub model_type: String,
-    /// Characters in `vocab.txt`, padding and unknown included.
-    pub vocab_size: usize,
-    pub embedding_dim: usize,
-    /// LSTM units per direction.
-    pub hidden_size: usize,
-    /// BIO tag names; the CRF's tag `i` is `tags[i]`.
-    pub tags: Vec<String>,
-    /// Longest text in characters; longer input is refused.
-    pub max_length: usize,
-    #[serde(default = "vocab_file")]
-    pub vocab_file: String,
-    /// Dropout on the LSTM outputs while training.
-    #[serde(default)]
-    pub dropout: f32,
-}
-
-fn model_type() -> String {
-    "bilstm_crf".into()
-}
-
-fn vocab_file() -> String {
-    "vocab.txt".into()
-}
-
-impl TaggerConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.tags.is_empty() || self.tags.len() > u16::MAX as usize {
-            return Err(format!("`tags` must list between 1 and {} tags", u16::MAX));
-        }
-        if self.vocab_size < 2
-            || self.embedding_dim == 0
-            || self.hidden_size == 0
-            || self.max_length == 0
-        {
-            return Err(
-                "vocab_size, embedding_dim, hidden_size and max_length must be positive".into(),
-            );
-        }
-        Ok(())
-    }
-}
+use crate::models::tagger::config::TaggerConfig;
+use crate::models::tagger::crf::Crf;
 
 pub struct BiLstmCrf {
     embedding: Embedding,
@@ -261,13 +214,13 @@ mod tests {
     fn tiny() -> (VarMap, BiLstmCrf) {
         let cfg = TaggerConfig {
             architectures: vec!["BiLstmCrf".into()],
-            model_type: model_type(),
+            model_type: "bilstm_crf".into(),
             vocab_size: 9,
             embedding_dim: 4,
             hidden_size: 3,
             tags: vec!["O".into(), "B-X".into(), "I-X".into()],
             max_length: 16,
-            vocab_file: vocab_file(),
+            vocab_file: "vocab.txt".into(),
             dropout: 0.0,
         };
         let varmap = VarMap::new();
@@ -276,10 +229,8 @@ mod tests {
             VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
         )
         .unwrap();
-        crate::models::init::init_seeded(&varmap, 3, |_, _| {
-            crate::models::init::Init::Uniform(0.8)
-        })
-        .unwrap();
+        crate::train::init::init_seeded(&varmap, 3, |_, _| crate::train::init::Init::Uniform(0.8))
+            .unwrap();
         (varmap, net)
     }
 
@@ -381,6 +332,62 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(norm > 0.0, "{name} has a zero gradient");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_equals_the_candle_network() {
+        let cfg = TaggerConfig {
+            architectures: vec!["BiLstmCrf".into()],
+            model_type: "bilstm_crf".into(),
+            vocab_size: 50,
+            embedding_dim: 16,
+            hidden_size: 24,
+            tags: ["O", "B-SYM", "I-SYM", "B-DUR", "I-DUR"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            max_length: 64,
+            vocab_file: "vocab.txt".into(),
+            dropout: 0.0,
+        };
+        let varmap = VarMap::new();
+        let net = BiLstmCrf::new(
+            &cfg,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        crate::train::init::init_seeded(&varmap, 11, |_, _| crate::train::init::Init::Uniform(0.5))
+            .unwrap();
+        let fast = crate::models::tagger::fast::FastTagger::load(
+            &cfg,
+            &VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let mut rng = StdRng::seed_from_u64(2);
+        for len in [1usize, 2, 7, 33] {
+            let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..50)).collect();
+            let reference = net
+                .emissions(
+                    &Tensor::from_vec(ids.clone(), (1, len), &Device::Cpu).unwrap(),
+                    &[len],
+                    None,
+                )
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let got = fast.emissions(&ids);
+            assert_eq!(got.len(), reference.len());
+            for (a, b) in got.iter().zip(&reference) {
+                assert!((a - b).abs() < 1e-4, "length {len}: {a} vs {b}");
+            }
+            let mut scratch = crate::models::tagger::crf::ViterbiScratch::default();
+            assert_eq!(
+                fast.decode(&ids),
+                net.crf().unwrap().viterbi(&reference, &mut scratch).1
+            );
         }
     }
 }

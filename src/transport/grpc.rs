@@ -1,6 +1,7 @@
 //! TF Serving's gRPC API (`tensorflow.serving.PredictionService` and `ModelService`) over
 //! the core. Converts protos to core types and [`ServingError`]s to `tonic::Status`, and
 //! records each request's metrics.
+//! No model logic: every model request goes through [`crate::serving::Core`].
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use crate::proto::tensorflow::serving::{
 use crate::proto::tensorflow::{feature, Example as ProtoExample};
 use crate::servable::Inputs;
 use crate::serving::{Core, Example, ModelSpec};
-use crate::tensor::{tensor_from_proto, tensor_to_proto};
+use crate::tensor::{tensor_from_proto, tensor_to_proto, DecodeError};
 
 /// The type URL GetModelMetadata packs its `signature_def` entry with.
 pub const SIGNATURE_DEF_MAP_URL: &str = "type.googleapis.com/tensorflow.serving.SignatureDefMap";
@@ -121,8 +122,7 @@ impl GrpcServices {
         };
         let took = started.elapsed();
         self.core
-            .metrics()
-            .request(model, version, api, Entrypoint::Grpc, status, took);
+            .record_request(model, version, api, Entrypoint::Grpc, status, took);
         tracing::debug!(
             model,
             version,
@@ -138,13 +138,17 @@ impl GrpcServices {
         let spec = spec_from_proto(request.model_spec.as_ref())?;
         let loaded = self.core.resolve(&spec)?;
         let mut inputs = Inputs::new();
-        for (name, proto) in &request.inputs {
-            let tensor = tensor_from_proto(proto).map_err(|e| {
-                ServingError::invalid_argument(format!(
-                    "model `{}` version {}: input `{name}`: {e}",
-                    loaded.model(),
-                    loaded.version()
-                ))
+        let mut budget = self.core.budget();
+        // In name order, so that which input a limit stops at does not depend on hashing.
+        let mut named: Vec<_> = request.inputs.iter().collect();
+        named.sort_unstable_by_key(|(name, _)| *name);
+        for (name, proto) in named {
+            let tensor = tensor_from_proto(proto, &mut budget).map_err(|e| {
+                let prefix = format!("{}: input `{name}`", loaded.describe());
+                match e {
+                    DecodeError::Limit(limit) => ServingError::over_limit(&limit, prefix),
+                    other => ServingError::invalid_argument(format!("{prefix}: {other}")),
+                }
             })?;
             inputs.insert(name.clone(), tensor);
         }
@@ -332,16 +336,28 @@ fn example_features(example: &ProtoExample, what: &str) -> Result<Example, Servi
 
 /// The gRPC deadline the client set (`grpc-timeout` header), if any.
 fn client_deadline<T>(request: &Request<T>) -> Option<Duration> {
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    parse_grpc_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// `grpc-timeout`: at most 8 ASCII digits and a unit (H, M, S, m, u, n), as the gRPC
+/// protocol defines it. Anything else, however long, is no deadline; nothing overflows.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit = *value.as_bytes().last()?;
+    if !unit.is_ascii() {
+        return None;
+    }
+    let digits = &value[..value.len() - 1];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        b'H' => Duration::from_secs(n.checked_mul(3600)?),
+        b'M' => Duration::from_secs(n.checked_mul(60)?),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -401,5 +417,24 @@ impl ModelService for GrpcServices {
             status: Some(status),
             metric: Vec::new(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_parsing_cannot_overflow_or_panic() {
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("18446744073709551615H"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        for bad in ["", "H", "5", "5x", "-5S", "+5S", "5 S", "5é", "é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }

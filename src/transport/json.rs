@@ -1,6 +1,7 @@
 //! TF Serving's REST JSON ⇄ host tensors, read by the signature's dtypes: the row format
 //! (`instances` → `predictions`), the columnar format (`inputs` → `outputs`), `{"b64": ...}`
 //! for binary strings, and the proto3 JSON of status and metadata messages.
+//! Conversion only: it calls no model and chooses no status code (`rest` does).
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -192,7 +193,28 @@ fn collect(
     shape: &mut Vec<usize>,
     data: &mut TensorData,
 ) -> Result<(), String> {
+    let before = data.len();
+    walk(v, dtype, what, depth, shape, data, before)
+}
+
+/// [`collect`]'s recursion; `first` is where this value's elements start in `data`.
+fn walk(
+    v: &Value,
+    dtype: DType,
+    what: &str,
+    depth: usize,
+    shape: &mut Vec<usize>,
+    data: &mut TensorData,
+    first: usize,
+) -> Result<(), String> {
     if let Value::Array(items) = v {
+        // Once a value has been seen, the shape is complete: a list at or below the depth
+        // of the values (`[1, [2]]`) is ragged, never a new dimension.
+        if data.len() > first && depth >= shape.len() {
+            return Err(format!(
+                "ragged list in {what}: a list where a value was expected at depth {depth}"
+            ));
+        }
         match shape.get(depth) {
             None if shape.len() == depth => shape.push(items.len()),
             Some(&n) if n == items.len() => {}
@@ -203,7 +225,7 @@ fn collect(
             }
         }
         for item in items {
-            collect(item, dtype, what, depth + 1, shape, data)?;
+            walk(item, dtype, what, depth + 1, shape, data, first)?;
         }
         return Ok(());
     }
@@ -446,6 +468,19 @@ mod tests {
         assert_eq!(
             err(serde_json::json!({"inputs": {"input_ids": [[1, 2], [3]]}})),
             "ragged list in `input_ids`: lists at depth 1 differ in length"
+        );
+        // A value before a list is ragged too, never read as a new dimension.
+        assert_eq!(
+            err(serde_json::json!({"inputs": {"input_ids": [1, [2]]}})),
+            "ragged list in `input_ids`: a list where a value was expected at depth 1"
+        );
+        assert_eq!(
+            err(serde_json::json!({"inputs": {"input_ids": [[1], 2]}})),
+            "ragged list in `input_ids`: a value where a list was expected at depth 1"
+        );
+        assert_eq!(
+            err(serde_json::json!({"instances": [{"input_ids": [1, [2]]}]})),
+            "ragged list in `input_ids` of instance 0: a list where a value was expected at depth 1"
         );
         assert_eq!(
             err(serde_json::json!({"instances": [{"text": "a"}, {"text_pair": "b"}]})),

@@ -6,7 +6,6 @@ pub mod json;
 pub mod rest;
 
 use crate::error::{Code, ServingError};
-use crate::manager::VersionChoice;
 use crate::proto::tensorflow::serving::{
     GetModelStatusResponse, ModelVersionStatus, SignatureDefMap, StatusProto,
 };
@@ -19,23 +18,7 @@ use crate::serving::{Core, ModelSpec};
 /// GetModelStatus for both transports: every version of the model, or the one a version
 /// number or label names.
 pub fn model_status(core: &Core, spec: &ModelSpec) -> Result<GetModelStatusResponse, ServingError> {
-    let version = match &spec.version {
-        VersionChoice::Latest => None,
-        VersionChoice::Number(v) => Some(*v),
-        VersionChoice::Label(label) => {
-            let config = core.manager().config();
-            let target = config
-                .get(&spec.name)
-                .and_then(|m| m.labels.get(label).copied());
-            Some(target.ok_or_else(|| {
-                ServingError::invalid_argument(format!(
-                    "model `{}` has no version label `{label}`",
-                    spec.name
-                ))
-            })?)
-        }
-    };
-    let statuses = core.status(&spec.name, version)?;
+    let statuses = core.status(spec)?;
     Ok(GetModelStatusResponse {
         model_version_status: statuses
             .into_iter()

@@ -1,6 +1,7 @@
 //! TF Serving's REST API over the core (`/v1/models/...`), plus `/healthz`, `/readyz` and
 //! the Prometheus endpoint. Converts JSON to core types and [`ServingError`]s to
 //! `{"error": "..."}` with the HTTP status of the gRPC code.
+//! No model logic: every model request goes through [`crate::serving::Core`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::json::{self, proto_json};
 use super::{model_status, signature_def_map};
+use crate::admission::{self, Limits};
 use crate::error::{Code, ServingError};
 use crate::manager::VersionChoice;
 use crate::metrics::{Api, Entrypoint};
@@ -37,7 +39,7 @@ impl Default for RestOptions {
     fn default() -> Self {
         RestOptions {
             timeout: Some(Duration::from_secs(30)),
-            max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
             metrics_path: Some(DEFAULT_METRICS_PATH.to_string()),
         }
     }
@@ -69,8 +71,23 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 impl IntoResponse for ServingError {
     fn into_response(self) -> Response {
-        error(http_status(self.code), self.message)
+        let status = if self.too_large {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            http_status(self.code)
+        };
+        error(status, self.message)
     }
+}
+
+/// REST paths that pass the concurrency gate freely: health, readiness and metrics.
+pub fn exempt_from_gate(path: &str) -> bool {
+    !path.starts_with("/v1/")
+}
+
+/// The REST answer of a request refused by the concurrency gate.
+pub fn overloaded(message: String) -> Response {
+    error(StatusCode::TOO_MANY_REQUESTS, message)
 }
 
 #[derive(Clone)]
@@ -132,13 +149,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    state.core.refresh_gauges();
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.core.metrics().render(),
+        state.core.render_metrics(),
     )
         .into_response()
 }
@@ -266,7 +282,7 @@ async fn models(
         Ok((_, v)) => ("OK", *v),
         Err(e) => (e.code.name(), None),
     };
-    state.core.metrics().request(
+    state.core.record_request(
         &model,
         served_version,
         action.api(),
@@ -281,7 +297,10 @@ async fn models(
     }
 }
 
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ServingError> {
+/// The body as a JSON object, measured (nesting, number of values) before it is parsed.
+fn parse_body(body: &[u8], limits: &Limits) -> Result<Map<String, Value>, ServingError> {
+    admission::check_json(body, limits.max_json_depth, limits.max_elements)
+        .map_err(|e| ServingError::over_limit(&e, "the request body"))?;
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ServingError::invalid_argument(
@@ -331,18 +350,24 @@ async fn handle(
             Ok((body, Some(loaded.version())))
         }
         Action::Predict => {
-            let body = parse_body(body)?;
+            let body = parse_body(body, core.limits())?;
             spec.signature_name = signature_name(&body)?;
             let loaded = core.resolve(&spec)?;
             let (_, signature) = Core::signature(&loaded, &spec.signature_name)?;
             let (layout, inputs) = json::parse_predict(&body, signature).map_err(|m| {
-                ServingError::invalid_argument(format!("model `{}` version {}: {m}", loaded.model(), loaded.version()))
+                ServingError::invalid_argument(format!("{}: {m}", loaded.describe()))
             })?;
+            let mut budget = core.budget();
+            for (name, tensor) in &inputs {
+                budget.admit_tensor(tensor).map_err(|e| {
+                    ServingError::over_limit(&e, format_args!("{}: input `{name}`", loaded.describe()))
+                })?;
+            }
             let prediction = core.predict_on(loaded, &spec.signature_name, inputs, &[]).await?;
             Ok((json::predict_response(layout, &prediction.outputs), Some(prediction.version)))
         }
         Action::Classify => {
-            let body = parse_body(body)?;
+            let body = parse_body(body, core.limits())?;
             spec.signature_name = signature_name(&body)?;
             let examples = examples(&body)?;
             let result = core.classify(&spec, examples).await?;

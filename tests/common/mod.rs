@@ -14,11 +14,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use candle_serving::config::ModelsConfig;
 use candle_serving::models::bert::config::{BertConfig, HiddenAct};
-use candle_serving::models::bert::folder::{
-    wordpiece_tokenizer, write_version_folder, SPECIAL_TOKENS,
-};
 use candle_serving::models::bert::model::{linear, Bert, Mode};
-use candle_serving::models::init::{bert_init, init_seeded};
 use candle_serving::proto::tensorflow::serving::{
     model_service_client::ModelServiceClient, model_spec,
     prediction_service_client::PredictionServiceClient, GetModelStatusRequest, ModelSpec,
@@ -26,6 +22,10 @@ use candle_serving::proto::tensorflow::serving::{
 };
 use candle_serving::proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
 use candle_serving::server::{Server, ServerOptions};
+use candle_serving::train::bert_folder::{
+    wordpiece_tokenizer, write_version_folder, SPECIAL_TOKENS,
+};
+use candle_serving::train::init::{bert_init, init_seeded};
 use tonic::transport::Channel;
 
 pub const WORDS: &[&str] = &[
@@ -100,8 +100,8 @@ pub fn write_tiny_bert(dir: &Path, kind: Kind, seed: u64) {
     init_seeded(&varmap, seed, |name, shape| {
         // Larger weights than BERT's 0.02 so that different inputs give visibly different outputs.
         match bert_init(name, shape) {
-            candle_serving::models::init::Init::Normal(_) => {
-                candle_serving::models::init::Init::Normal(0.3)
+            candle_serving::train::init::Init::Normal(_) => {
+                candle_serving::train::init::Init::Normal(0.3)
             }
             other => other,
         }

@@ -1,5 +1,6 @@
 //! `config.json` of a Hugging Face BERT folder: the fields this server reads, with the
 //! defaults `transformers` uses when one is absent.
+//! Deserialisation and validation only: it reads no file itself and builds no tensor.
 
 use std::collections::BTreeMap;
 
@@ -109,7 +110,9 @@ impl BertConfig {
                 self.position_embedding_type
             ));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

@@ -1,12 +1,12 @@
 //! BERT servables: sentence embeddings (`BertModel`) and sequence classification
 //! (`BertForSequenceClassification`), over the encoder in [`model`].
+//! These servables own pooling and the classifier head; tokenising belongs to [`tokenize`]
+//! and the encoder to [`model`]. They know nothing of versions, queues or transports.
 
 pub mod config;
-pub mod folder;
 mod kernels;
 pub mod model;
 pub mod tokenize;
-pub mod train;
 
 use std::path::Path;
 
@@ -70,7 +70,7 @@ impl Encoder {
             .map_err(|m| LoadError::invalid("config.json", m))?;
         let mut bert = Bert::load(cfg, Mode::Inference, with_pooler, vb).map_err(weights_error)?;
         if options.int8 {
-            if cfg.hidden_size % 32 != 0 || cfg.intermediate_size % 32 != 0 {
+            if !cfg.hidden_size.is_multiple_of(32) || !cfg.intermediate_size.is_multiple_of(32) {
                 return Err(LoadError::invalid(
                     "config.json",
                     "int8 needs hidden_size and intermediate_size to be multiples of 32",
@@ -262,6 +262,10 @@ impl Servable for EmbeddingServable {
         BatchPolicy::Rows
     }
 
+    fn padding_mask(&self) -> Option<(&'static str, &'static str)> {
+        Some(("input_ids", "attention_mask"))
+    }
+
     fn signatures(&self) -> &SignatureMap {
         &self.signatures
     }
@@ -378,6 +382,10 @@ impl Servable for ClassifierServable {
 
     fn batch_policy(&self) -> BatchPolicy {
         BatchPolicy::Rows
+    }
+
+    fn padding_mask(&self) -> Option<(&'static str, &'static str)> {
+        Some(("input_ids", "attention_mask"))
     }
 
     fn classification(&self) -> Option<ClassificationOutputs> {

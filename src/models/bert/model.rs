@@ -3,6 +3,8 @@
 //! backward pass and silently cut the graph, see DESIGN.md), and the serving path needs
 //! freedom to change kernels for speed. Tensor names follow the Hugging Face checkpoints
 //! (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...).
+//! It computes from the token batches and weights it is handed: it reads no file of its own
+//! and knows nothing of signatures or requests.
 
 use std::sync::Mutex;
 

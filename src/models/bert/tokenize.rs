@@ -2,6 +2,8 @@
 //! client tokenised itself (`input_ids`, `attention_mask`, `token_type_ids`). Either way the
 //! batch is padded to its longest member only, never to the tokenizer file's fixed length,
 //! and cut at the model's maximum length.
+//! It stops at token ids: it never runs the encoder and knows nothing of versions or
+//! transports.
 
 use std::path::Path;
 

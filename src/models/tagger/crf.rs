@@ -1,6 +1,7 @@
 //! A linear-chain CRF over plain `f32` slices: the Viterbi decoder the servable runs, and the
 //! log-partition and path score the trainer's loss is checked against. Emissions are
 //! row-major `[len, tags]`; `transitions[i * tags + j]` scores tag `i` followed by tag `j`.
+//! Plain arithmetic: no candle, no I/O, no vocabulary or signature.
 
 /// CRF parameters.
 #[derive(Debug, Clone, PartialEq)]

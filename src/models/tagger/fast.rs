@@ -3,7 +3,8 @@
 //! The input projection of each LSTM is folded into a per-character table at load time
 //! (embedding · W_ihᵀ + biases), so a step is one table row plus W_hh · h. The loops are
 //! compiled for AVX-512 and AVX2+FMA as well as the baseline and chosen at run time.
-//! `network::BiLstmCrf` (candle-nn's LSTM) is the reference it is tested against.
+//! Inference only: it never trains, and its outputs must stay equal to the training network's
+//! (the test that checks it lives beside that network, in `crate::train`).
 
 use std::cell::RefCell;
 
@@ -11,8 +12,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use multiversion::multiversion;
 
+use super::config::TaggerConfig;
 use super::crf::{Crf, ViterbiScratch};
-use super::network::TaggerConfig;
 
 /// One LSTM direction, laid out for the step loop.
 struct Direction {
@@ -278,11 +279,6 @@ fn emit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::tagger::network::BiLstmCrf;
-    use candle_core::{DType, Device};
-    use candle_nn::VarMap;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
 
     #[test]
     fn the_approximations_match_libm() {
@@ -292,64 +288,6 @@ mod tests {
             assert!(
                 (sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs() < 2e-6,
                 "sigmoid({x})"
-            );
-        }
-    }
-
-    #[test]
-    fn the_fast_path_equals_the_candle_network() {
-        let cfg = TaggerConfig {
-            architectures: vec!["BiLstmCrf".into()],
-            model_type: "bilstm_crf".into(),
-            vocab_size: 50,
-            embedding_dim: 16,
-            hidden_size: 24,
-            tags: ["O", "B-SYM", "I-SYM", "B-DUR", "I-DUR"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            max_length: 64,
-            vocab_file: "vocab.txt".into(),
-            dropout: 0.0,
-        };
-        let varmap = VarMap::new();
-        let net = BiLstmCrf::new(
-            &cfg,
-            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        crate::models::init::init_seeded(&varmap, 11, |_, _| {
-            crate::models::init::Init::Uniform(0.5)
-        })
-        .unwrap();
-        let fast = FastTagger::load(
-            &cfg,
-            &VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        let mut rng = StdRng::seed_from_u64(2);
-        for len in [1usize, 2, 7, 33] {
-            let ids: Vec<u32> = (0..len).map(|_| rng.random_range(0..50)).collect();
-            let reference = net
-                .emissions(
-                    &Tensor::from_vec(ids.clone(), (1, len), &Device::Cpu).unwrap(),
-                    &[len],
-                    None,
-                )
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let got = fast.emissions(&ids);
-            assert_eq!(got.len(), reference.len());
-            for (a, b) in got.iter().zip(&reference) {
-                assert!((a - b).abs() < 1e-4, "length {len}: {a} vs {b}");
-            }
-            let mut scratch = ViterbiScratch::default();
-            assert_eq!(
-                fast.decode(&ids),
-                net.crf().unwrap().viterbi(&reference, &mut scratch).1
             );
         }
     }

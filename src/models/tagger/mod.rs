@@ -1,12 +1,13 @@
 //! The `BiLstmCrf` servable: Chinese (or any) text in, BIO tags and entities with character
 //! spans out. Characters map through `vocab.txt` (unknown ones to `[UNK]`); texts longer than
 //! the model's `max_length` are refused, and the limit is in the signature's metadata.
+//! It serves only: training and the candle graph live in `crate::train`; it knows nothing of
+//! versions or transports.
 
+pub mod config;
 pub mod crf;
 pub mod fast;
-pub mod network;
 pub mod text;
-pub mod train;
 
 use std::path::Path;
 
@@ -17,8 +18,8 @@ use crate::servable::{
 };
 use crate::tensor::{DType, Tensor, TensorData};
 
+use self::config::TaggerConfig;
 use self::fast::FastTagger;
-use self::network::TaggerConfig;
 use self::text::{entities, CharVocab};
 
 pub struct TaggerServable {

@@ -1,5 +1,7 @@
 //! Characters in, entities out: the normalisation training and serving share, the
 //! character vocabulary, and turning BIO tags into entities with character spans.
+//! Training and serving must both go through these unchanged, or the tagger sees text it was
+//! not trained on. Its only files are the `vocab.txt` paths it is given.
 
 use std::collections::HashMap;
 use std::path::Path;

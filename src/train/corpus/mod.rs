@@ -1,9 +1,7 @@
-//! Training data written here: the medical lexicon and the generators that turn it into
-//! labelled sentences (tagger) and sentence pairs (relevance). Offline only: nothing on the
-//! serving path reads this module, except the doctor's embedded graph built from the lexicon.
+//! Training data written here: generators that turn the medical lexicon ([`crate::lexicon`])
+//! into labelled sentences (tagger) and sentence pairs (relevance). Offline only: nothing on
+//! the serving path reads this module, and it must never read the hand-written evaluation
+//! set in `data/eval/`.
 
-pub mod lexicon;
 pub mod ner;
 pub mod relevance;
-
-pub use lexicon::Lexicon;

@@ -1,12 +1,13 @@
 //! Patient sentences with BIO labels for the symptom tagger, generated from the lexicon.
 //! Templates are split between train, dev and test, so the held-out score measures text
 //! shaped in ways the model never saw. Negated symptoms (没有发烧) are labelled O.
+//! Like the rest of the corpus, it never reads the evaluation set in `data/eval/`.
 
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-use super::lexicon::Lexicon;
+use crate::lexicon::Lexicon;
 use crate::models::tagger::text::{entities, Entity};
 
 /// The tag set: symptoms, diseases (history, guesses) and durations.

@@ -9,6 +9,8 @@
 //! questions, statements, social lines) are split between train, dev and test by position;
 //! small fillers (who, when, lead-ins, hospital places) are shared. Lead-ins such as 对了 or
 //! 还有 open both kinds of second message, so they never give the answer away.
+//!
+//! Like the rest of the corpus, it never reads the evaluation set in `data/eval/`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -16,8 +18,8 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-use super::lexicon::Lexicon;
 use super::ner::{in_split, Split};
+use crate::lexicon::Lexicon;
 
 /// Class names in id order, as the shipped model's `id2label`.
 pub const LABELS: [&str; 2] = ["unrelated", "related"];
