@@ -12,8 +12,8 @@ seconds=${1:-5}
 out=.cache/speed
 mkdir -p "$out"
 ./scripts/fetch_weights.sh
-cargo bench --locked --bench encoder -- --seconds "$seconds" --json "$out/candle_inprocess.json"
-cargo bench --locked --bench load -- --seconds "$seconds" --json "$out/candle_load.json"
+cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --json "$out/candle_inprocess.json"
+cargo bench --locked --all-features --bench load -- --seconds "$seconds" --json "$out/candle_load.json"
 ./scripts/bench_peers.sh --seconds "$seconds" --json "$out/peers.json"
 echo
 echo "== $(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

@@ -196,6 +196,30 @@ async fn grpc_hostile_inputs_are_refused_exactly_and_the_server_keeps_serving() 
     refused(&e, Code::InvalidArgument, &format!("{v1}: input `text`: the request decodes to more than 4194304 bytes (--max_request_bytes)"));
     r.still_serves("a byte bomb").await;
 
+    // 3b. 1.39 M one-byte strings: under 4 MiB on the wire, ~75 MB once protobuf-decoded.
+    // Counted on the wire and refused before tonic decodes the message.
+    // Each string counts its bytes and the vector holding it, so the bytes limit trips first.
+    let mut one_byte = strings(&[]);
+    one_byte.string_val = vec![b"a".to_vec(); 1_390_000];
+    one_byte.tensor_shape = shape(&[1_390_000]);
+    let e = r.grpc(&[("text", one_byte)]).await;
+    refused(
+        &e,
+        Code::InvalidArgument,
+        "the request decodes to more than 4194304 bytes (--max_request_bytes)",
+    );
+    r.still_serves("a message of one-byte strings").await;
+
+    // 3c. 300,000 packed int64 values (one byte each on the wire): counted, not decoded.
+    let e = r
+        .grpc(&[("input_ids", ids(&[1, 300_000], vec![1; 300_000]))])
+        .await;
+    refused(
+        &e,
+        Code::InvalidArgument,
+        "the request holds more than 262144 values in its tensors (--max_request_elements)",
+    );
+
     // 4. int64 [8192, 8192] with one value: 512 MiB if expanded.
     let e = r.grpc(&[("input_ids", ids(&[8192, 8192], vec![1]))]).await;
     refused(&e, Code::InvalidArgument, &format!("{v1}: input `input_ids`: shape [8192,8192] has 67108864 elements; a request may hold at most 262144 elements in all its inputs (--max_request_elements)"));

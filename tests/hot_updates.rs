@@ -466,3 +466,52 @@ async fn requests_in_flight_finish_on_their_version_which_is_then_released() {
     assert_eq!(served_version(&mut s, "m").await, 2);
     s.stop().await;
 }
+
+/// A writer that rewrites `model.safetensors` in place (truncate, then write it back in two
+/// halves) while the version loads over and over: each load ends in a servable or a clean
+/// error, never in SIGBUS, because weights are read into memory rather than mapped. With a
+/// mapping, a truncation during the copy kills the whole process.
+#[test]
+fn a_weights_file_rewritten_in_place_during_loads_never_kills_the_server() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let version = dir.path().join("1");
+    write_tiny_bert(&version, Kind::Embedding, 7);
+    let weights = version.join("model.safetensors");
+    let original = std::fs::read(&weights).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rewrites = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let writer = {
+        let (stop, rewrites) = (stop.clone(), rewrites.clone());
+        let (weights, original) = (weights.clone(), original.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut file = std::fs::File::create(&weights).unwrap();
+                let half = original.len() / 2;
+                file.write_all(&original[..half]).unwrap();
+                file.write_all(&original[half..]).unwrap();
+                rewrites.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Load until the file has been rewritten many times under the loads.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut loaded, mut refused) = (0u32, 0u32);
+    while loaded + refused < 300 || rewrites.load(Ordering::Relaxed) < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never got going"
+        );
+        match candle_serving::models::load_servable(&version) {
+            Ok(_) => loaded += 1,
+            Err(e) => {
+                assert!(e.to_string().starts_with("model.safetensors"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    std::fs::write(&weights, &original).unwrap();
+    candle_serving::models::load_servable(&version).expect("the finished file loads");
+}

@@ -17,6 +17,7 @@ use candle_serving::train::classifier::{
     train_classifier, ClassifierOptions, Example, Progress, Start, TrainedClassifier,
 };
 use candle_serving::train::corpus::relevance::{PairGenerator, LABELS};
+use candle_serving::train::fit::Schedule;
 use candle_serving::{lexicon::Lexicon, train::corpus::ner::Split};
 use common::*;
 use tokenizers::Tokenizer;
@@ -209,11 +210,14 @@ fn short_run(seed: u64) -> (Vec<f32>, f64, Vec<f32>) {
         .flat_map(|e| [e.text.clone(), e.pair.clone().unwrap()]);
     let tokenizer = train_wordpiece(texts, 500, true, 64).unwrap();
     let options = ClassifierOptions {
-        epochs: 2,
-        batch_size: 16,
-        learning_rate: 1e-3,
+        schedule: Schedule {
+            epochs: 2,
+            batch_size: 16,
+            learning_rate: 1e-3,
+            seed,
+            ..ClassifierOptions::default().schedule
+        },
         max_len: 64,
-        seed,
         ..Default::default()
     };
     let start = Start::Fresh {
@@ -312,11 +316,14 @@ fn fine_tuning_the_real_minilm_lowers_the_loss_and_beats_chance() {
     let train = english_pairs(0, 64);
     let dev = english_pairs(1000, 40);
     let options = ClassifierOptions {
-        epochs: 3,
-        batch_size: 16,
-        learning_rate: 1e-4,
+        schedule: Schedule {
+            epochs: 3,
+            batch_size: 16,
+            learning_rate: 1e-4,
+            seed: 1,
+            ..ClassifierOptions::default().schedule
+        },
         max_len: 64,
-        seed: 1,
         ..Default::default()
     };
     let (trained, losses) =

@@ -10,17 +10,21 @@ use candle_serving::models::tagger::text::CharVocab;
 use candle_serving::proto::tensorflow::serving::{GetModelMetadataRequest, SignatureDefMap};
 use candle_serving::server::ServerOptions;
 use candle_serving::train::corpus::ner::{Generator, Split, TAGS};
+use candle_serving::train::fit::Schedule;
 use candle_serving::train::tagger::{evaluate, train, TrainOptions};
 use common::*;
 use prost::Message;
 
 fn tiny_options(seed: u64) -> TrainOptions {
     TrainOptions {
-        epochs: 40,
-        batch_size: 8,
-        learning_rate: 0.02,
-        patience: 40,
-        seed,
+        schedule: Schedule {
+            epochs: 40,
+            batch_size: 8,
+            learning_rate: 0.02,
+            patience: 40,
+            seed,
+            ..TrainOptions::default().schedule
+        },
         embedding_dim: 16,
         hidden_size: 16,
         dropout: 0.0,
@@ -49,10 +53,8 @@ fn training_overfits_a_tiny_set_and_repeats_with_the_same_seed() {
     );
 
     // Same seed, same model, bit for bit; another seed, another model.
-    let options = TrainOptions {
-        epochs: 2,
-        ..tiny_options(5)
-    };
+    let mut options = tiny_options(5);
+    options.schedule.epochs = 2;
     let weights = |seed| {
         let t = train(
             &samples,
@@ -60,7 +62,10 @@ fn training_overfits_a_tiny_set_and_repeats_with_the_same_seed() {
             vocab(),
             &TAGS,
             &TrainOptions {
-                seed,
+                schedule: Schedule {
+                    seed,
+                    ..options.schedule.clone()
+                },
                 ..options.clone()
             },
             |_| {},

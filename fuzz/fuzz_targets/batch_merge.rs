@@ -54,7 +54,7 @@ fuzz_target!(|parts: Vec<Part>| {
             panic!("the mask has the ids' dtype")
         };
         let ones = m.iter().filter(|&&v| v == 1).count();
-        let real: usize = inputs.iter().map(|i| i["ids"].len()).sum();
+        let real: usize = inputs.iter().map(|i| i["ids"].data().len()).sum();
         assert_eq!(ones, real, "the mask marks exactly the real positions");
     }
     let mut outputs = Outputs::new();

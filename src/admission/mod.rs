@@ -10,12 +10,14 @@
 //! signatures or wire formats beyond raw JSON bytes.
 
 mod gate;
+mod wire;
 
 pub use gate::{Gate, GateLayer, Permit};
+pub use wire::scan_predict_request;
 
 use std::time::Duration;
 
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{format_shape, Tensor, TensorData};
 
 /// The request limits, from the server's flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +52,7 @@ impl Default for Limits {
             max_bytes: 4 << 20,
             max_string_chars: 1 << 16,
             max_json_depth: 32,
-            max_concurrent: 64,
+            max_concurrent: 32,
             max_wait: Duration::from_secs(2),
         }
     }
@@ -72,6 +74,8 @@ pub enum LimitError {
         count: String,
         limit: usize,
     },
+    #[error("the request holds more than {limit} values in its tensors (--max_request_elements)")]
+    WireElements { limit: usize },
     #[error("the request decodes to more than {limit} bytes (--max_request_bytes)")]
     Bytes { limit: usize },
     #[error("string {index} has more than {limit} characters (--max_string_length)")]
@@ -128,7 +132,7 @@ impl Budget {
     /// `max_dim`, the element count (computed without overflow) within what is left.
     /// Returns the element count.
     pub fn admit_shape(&mut self, shape: &[u64]) -> Result<usize, LimitError> {
-        let text = || format_dims(shape);
+        let text = || format_shape(shape);
         let mut count: u128 = 1;
         for (index, &size) in shape.iter().enumerate() {
             if size > self.max_dim as u64 {
@@ -210,11 +214,6 @@ impl Budget {
             other => self.admit_bytes(count, other.item_size()),
         }
     }
-}
-
-fn format_dims(shape: &[u64]) -> String {
-    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
-    format!("[{}]", dims.join(","))
 }
 
 /// Measures a JSON body before it is parsed: nesting within `max_depth` and at most

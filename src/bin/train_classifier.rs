@@ -15,18 +15,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use candle_serving::train::fit::publish_version;
+use candle_serving::train::fit::{publish_version, show_progress, Schedule};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use candle_serving::lexicon::Lexicon;
 use candle_serving::models::bert::config::BertConfig;
 use candle_serving::servable::{Inputs, Outputs, Servable};
 use candle_serving::tensor::{Tensor, TensorData};
 use candle_serving::train::bert_folder::train_wordpiece;
-use candle_serving::train::classifier::{
-    train_classifier, ClassifierOptions, Example, Progress, Start,
-};
+use candle_serving::train::classifier::{train_classifier, ClassifierOptions, Example, Start};
 use candle_serving::train::corpus::ner::Split;
 use candle_serving::train::corpus::relevance::{PairGenerator, LABELS};
 
@@ -234,52 +231,6 @@ fn classify(
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// A progress bar over the `steps` batches of an epoch.
-fn progress_bar(steps: u64) -> anyhow::Result<ProgressBar> {
-    let bar = ProgressBar::new(steps);
-    bar.set_style(
-        ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {per_sec} {msg}")?
-            .progress_chars("=> "),
-    );
-    Ok(bar)
-}
-
-/// The trainer's callback: a bar with the smoothed loss per step, a line per epoch.
-fn report_progress(bar: &ProgressBar) -> impl FnMut(Progress) + '_ {
-    let mut smoothed = None::<f32>;
-    let mut last = String::from("-");
-    move |p| match p {
-        Progress::Step {
-            epoch,
-            step,
-            loss,
-            learning_rate,
-            ..
-        } => {
-            if step == 1 {
-                bar.reset();
-                bar.set_prefix(epoch.to_string());
-            }
-            let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
-            smoothed = Some(s);
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {s:.3} lr {learning_rate:.1e} dev acc {last}"));
-        }
-        Progress::Epoch {
-            epoch,
-            mean_loss,
-            dev: dev_accuracy,
-        } => {
-            last = format!("{dev_accuracy:.4}");
-            bar.suspend(|| {
-                println!(
-                    "epoch {epoch:>2}: mean loss {mean_loss:.4}, dev accuracy {dev_accuracy:.4}"
-                )
-            });
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     candle_serving::train::fit::keep_freed_memory();
     match Cli::parse().command {
@@ -349,25 +300,23 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     };
     let fine_tuning = matches!(start, Start::Pretrained(_));
     let options = ClassifierOptions {
-        epochs,
-        batch_size,
-        learning_rate: learning_rate.unwrap_or(if fine_tuning { 5e-5 } else { 5e-4 }),
-        patience,
-        seed: data.seed,
+        schedule: Schedule {
+            epochs,
+            batch_size,
+            learning_rate: learning_rate.unwrap_or(if fine_tuning { 5e-5 } else { 5e-4 }),
+            patience,
+            seed: data.seed,
+            ..ClassifierOptions::default().schedule
+        },
         max_len,
         token_dropout: token_dropout.unwrap_or(if fine_tuning { 0.0 } else { 0.15 }),
         ..ClassifierOptions::default()
     };
-    let bar = progress_bar(train.len().div_ceil(batch_size) as u64)?;
+    let (bar, progress) = show_progress(train.len().div_ceil(batch_size) as u64, |a: &f64| {
+        format!("dev accuracy {a:.4}")
+    })?;
     let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-    let trained = train_classifier(
-        start,
-        &label_refs,
-        &train,
-        &dev,
-        &options,
-        report_progress(&bar),
-    )?;
+    let trained = train_classifier(start, &label_refs, &train, &dev, &options, progress)?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let test_accuracy = trained.accuracy(&test)?;

@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::bail;
-use candle_serving::train::fit::publish_version;
+use candle_serving::train::fit::{publish_version, show_progress, Schedule};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use candle_serving::lexicon::Lexicon;
 use candle_serving::models::open_weights;
@@ -22,7 +21,7 @@ use candle_serving::models::tagger::config::TaggerConfig;
 use candle_serving::models::tagger::fast::FastTagger;
 use candle_serving::models::tagger::text::{entities, CharVocab, Entity};
 use candle_serving::train::corpus::ner::{Generator, Sample, Split, TAGS};
-use candle_serving::train::tagger::{self, Progress, Report, TrainOptions};
+use candle_serving::train::tagger::{self, Report, TrainOptions};
 
 #[derive(Parser)]
 #[command(
@@ -177,49 +176,6 @@ fn load(model: &Path) -> anyhow::Result<SavedTagger> {
     })
 }
 
-/// A progress bar over the `steps` batches of an epoch.
-fn progress_bar(steps: u64) -> anyhow::Result<ProgressBar> {
-    let bar = ProgressBar::new(steps);
-    bar.set_style(
-        ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {per_sec} {msg}")?
-            .progress_chars("=> "),
-    );
-    Ok(bar)
-}
-
-/// The trainer's callback: a bar with the smoothed loss per step, a line per epoch.
-fn report_progress(bar: &ProgressBar) -> impl FnMut(Progress) + '_ {
-    let mut smoothed = None::<f32>;
-    let mut last_f1 = String::from("-");
-    move |p| match p {
-        Progress::Step {
-            epoch, step, loss, ..
-        } => {
-            if step == 1 {
-                bar.reset();
-                bar.set_prefix(epoch.to_string());
-            }
-            let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
-            smoothed = Some(s);
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {s:.3}  dev F1 {last_f1}"));
-        }
-        Progress::Epoch {
-            epoch,
-            mean_loss,
-            dev,
-        } => {
-            last_f1 = format!("{:.4}", dev.overall.f1);
-            bar.suspend(|| {
-                println!(
-                    "epoch {epoch:>2}: mean loss {mean_loss:.4}, dev F1 {:.4}",
-                    dev.overall.f1
-                )
-            });
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     candle_serving::train::fit::keep_freed_memory();
     match Cli::parse().command {
@@ -266,24 +222,23 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         println!("  e.g. {}", s.text());
     }
     let options = TrainOptions {
-        epochs,
-        batch_size,
-        learning_rate,
-        patience,
-        seed: corpus.seed,
+        schedule: Schedule {
+            epochs,
+            batch_size,
+            learning_rate,
+            patience,
+            seed: corpus.seed,
+            ..TrainOptions::default().schedule
+        },
         embedding_dim,
         hidden_size,
         ..TrainOptions::default()
     };
-    let bar = progress_bar(train_set.len().div_ceil(batch_size) as u64)?;
-    let trained = tagger::train(
-        &train_set,
-        &dev_set,
-        vocab,
-        &TAGS,
-        &options,
-        report_progress(&bar),
-    )?;
+    let (bar, progress) =
+        show_progress(train_set.len().div_ceil(batch_size) as u64, |r: &Report| {
+            format!("dev F1 {:.4}", r.overall.f1)
+        })?;
+    let trained = tagger::train(&train_set, &dev_set, vocab, &TAGS, &options, progress)?;
     bar.finish_and_clear();
     let train_seconds = started.elapsed().as_secs_f64();
     let fast = trained.fast()?;

@@ -147,7 +147,7 @@ pub struct ServerArgs {
     pub max_json_depth: usize,
 
     /// Requests decoded and run at once, gRPC and REST together; 0 for no limit.
-    #[arg(long = "max_concurrent_requests", default_value_t = 64)]
+    #[arg(long = "max_concurrent_requests", default_value_t = 32)]
     pub max_concurrent_requests: usize,
 
     /// How long a request beyond --max_concurrent_requests waits for a turn before

@@ -69,6 +69,19 @@ pub struct Metrics {
     batch_size: HistogramVec,
 }
 
+/// One finished request, as the transports report it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestOutcome<'a> {
+    pub model: &'a str,
+    /// `None` when the request never reached a version.
+    pub version: Option<i64>,
+    pub api: Api,
+    pub entrypoint: Entrypoint,
+    /// The canonical code's name (`OK`, `NOT_FOUND`, ...).
+    pub status: &'a str,
+    pub took: Duration,
+}
+
 /// Microsecond buckets from 10 µs up by ×1.8, as TF Serving's latency histograms.
 fn micros_buckets() -> Vec<f64> {
     exponential_buckets(10.0, 1.8, 33).expect("valid bucket parameters")
@@ -189,23 +202,16 @@ impl Metrics {
             .observe(rows as f64);
     }
 
-    /// One finished request. `version` is `None` when the request never reached a version.
-    pub fn request(
-        &self,
-        model: &str,
-        version: Option<i64>,
-        api: Api,
-        entrypoint: Entrypoint,
-        status: &str,
-        took: Duration,
-    ) {
-        let version = version.map(|v| v.to_string()).unwrap_or_default();
+    /// One finished request.
+    pub fn request(&self, r: &RequestOutcome) {
+        let version = r.version.map(|v| v.to_string()).unwrap_or_default();
+        let (api, entrypoint) = (r.api.as_str(), r.entrypoint.as_str());
         self.request_count
-            .with_label_values(&[model, &version, api.as_str(), entrypoint.as_str(), status])
+            .with_label_values(&[r.model, &version, api, entrypoint, r.status])
             .inc();
         self.request_latency
-            .with_label_values(&[model, &version, api.as_str(), entrypoint.as_str()])
-            .observe(took.as_secs_f64() * 1e6);
+            .with_label_values(&[r.model, &version, api, entrypoint])
+            .observe(r.took.as_secs_f64() * 1e6);
     }
 
     /// Time a request spent in the model runtime (its queue included).

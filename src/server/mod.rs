@@ -27,6 +27,7 @@ use crate::proto::tensorflow::serving::{
 use crate::serving::{Core, CoreOptions};
 use crate::source::FileSystemSource;
 use crate::transport::grpc::GrpcServices;
+use crate::transport::grpc_scan::PredictScanLayer;
 use crate::transport::rest::{self, RestOptions, DEFAULT_METRICS_PATH};
 
 mod in_flight;
@@ -270,6 +271,7 @@ impl Server {
         let grpc = builder
             .layer(in_flight.clone())
             .layer(GateLayer::new(core.gate(), grpc_exempt, grpc_overloaded))
+            .layer(PredictScanLayer::new(core.limits().clone()))
             .add_service(health_service)
             .add_service(
                 PredictionServiceServer::new(services.clone())

@@ -14,7 +14,7 @@ use crate::batching::{self, BatchError, Batcher, BatchingOptions};
 use crate::config::ModelsConfig;
 use crate::error::ServingError;
 use crate::manager::{Manager, ModelReadiness, ServableHandle, VersionChoice, VersionStatus};
-use crate::metrics::{Api, Entrypoint, Metrics};
+use crate::metrics::{Api, Metrics, RequestOutcome};
 use crate::pool::{PoolError, WorkerPool};
 use crate::servable::{
     BatchPolicy, Inputs, Outputs, ServableError, Signature, SignatureMap, DEFAULT_SIGNATURE,
@@ -131,22 +131,16 @@ impl Core {
 
     /// Records one finished request in the metrics. The model label is the request's model
     /// only when that model is configured.
-    pub fn record_request(
-        &self,
-        model: &str,
-        version: Option<i64>,
-        api: Api,
-        entrypoint: Entrypoint,
-        status: &str,
-        took: Duration,
-    ) {
-        let label = if version.is_some() || self.manager.is_configured(model) {
-            model
-        } else {
-            UNKNOWN_MODEL_LABEL
-        };
-        self.metrics
-            .request(label, version, api, entrypoint, status, took);
+    pub fn record_request(&self, outcome: RequestOutcome) {
+        let configured = outcome.version.is_some() || self.manager.is_configured(outcome.model);
+        self.metrics.request(&RequestOutcome {
+            model: if configured {
+                outcome.model
+            } else {
+                UNKNOWN_MODEL_LABEL
+            },
+            ..outcome
+        });
     }
 
     /// A receiver that changes whenever any version changes state (for health reporting).

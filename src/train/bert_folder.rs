@@ -44,11 +44,23 @@ pub fn wordpiece_tokenizer(
         .max_input_chars_per_word(100)
         .build()
         .map_err(|e| anyhow::anyhow!("building WordPiece: {e}"))?;
+    let mut tokenizer = bert_pipeline(model, lowercase)?;
+    finish(&mut tokenizer, cls, sep, max_len)?;
+    Ok(tokenizer)
+}
+
+/// A tokenizer with `model` behind BERT's normaliser and pre-tokenizer.
+fn bert_pipeline(model: WordPiece, lowercase: bool) -> anyhow::Result<Tokenizer> {
     let mut tokenizer = Tokenizer::new(model);
     tokenizer
         .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    Ok(tokenizer)
+}
+
+/// `[CLS] a [SEP] b [SEP]` framing and truncation at `max_len` tokens.
+fn finish(tokenizer: &mut Tokenizer, cls: u32, sep: u32, max_len: usize) -> anyhow::Result<()> {
     tokenizer.with_post_processor(Some(BertProcessing::new(
         ("[SEP]".into(), sep),
         ("[CLS]".into(), cls),
@@ -59,7 +71,7 @@ pub fn wordpiece_tokenizer(
             ..Default::default()
         }))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(tokenizer)
+    Ok(())
 }
 
 /// A BERT WordPiece tokenizer whose vocabulary is learnt from `texts` by the tokenizers
@@ -75,11 +87,7 @@ pub fn train_wordpiece<S: AsRef<str> + Send>(
     use tokenizers::models::TrainerWrapper;
     use tokenizers::AddedToken;
 
-    let mut tokenizer = Tokenizer::new(WordPiece::default());
-    tokenizer
-        .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    let mut tokenizer = bert_pipeline(WordPiece::default(), lowercase)?;
     let mut trainer = TrainerWrapper::WordPieceTrainer(
         WordPieceTrainer::builder()
             .vocab_size(vocab_size)
@@ -103,16 +111,7 @@ pub fn train_wordpiece<S: AsRef<str> + Send>(
             .ok_or_else(|| anyhow::anyhow!("the trained vocabulary lacks {t}"))
     };
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
-    tokenizer.with_post_processor(Some(BertProcessing::new(
-        ("[SEP]".into(), sep),
-        ("[CLS]".into(), cls),
-    )));
-    tokenizer
-        .with_truncation(Some(TruncationParams {
-            max_length: max_len,
-            ..Default::default()
-        }))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    finish(&mut tokenizer, cls, sep, max_len)?;
     Ok(tokenizer)
 }
 

@@ -33,15 +33,8 @@ pub struct Example {
 
 #[derive(Debug, Clone)]
 pub struct ClassifierOptions {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    /// Share of all steps spent warming the learning rate up from zero.
-    pub warmup: f64,
-    pub weight_decay: f64,
-    pub clip: f64,
-    pub patience: usize,
-    pub seed: u64,
+    /// Epochs, batches, AdamW with warm-up and linear decay, early stopping.
+    pub schedule: Schedule,
     pub max_len: usize,
     /// Dropout before the classification head.
     pub head_dropout: f32,
@@ -54,14 +47,16 @@ pub struct ClassifierOptions {
 impl Default for ClassifierOptions {
     fn default() -> Self {
         ClassifierOptions {
-            epochs: 10,
-            batch_size: 32,
-            learning_rate: 5e-4,
-            warmup: 0.1,
-            weight_decay: 0.01,
-            clip: 1.0,
-            patience: 3,
-            seed: 42,
+            schedule: Schedule {
+                epochs: 10,
+                batch_size: 32,
+                learning_rate: 5e-4,
+                weight_decay: 0.01,
+                clip: 1.0,
+                patience: 3,
+                seed: 42,
+                warmup: Some(0.1),
+            },
             max_len: 128,
             head_dropout: 0.1,
             token_dropout: 0.0,
@@ -240,7 +235,7 @@ pub fn train_classifier(
         options.head_dropout,
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
     )?;
-    init_seeded(&varmap, options.seed, bert_init)?;
+    init_seeded(&varmap, options.schedule.seed, bert_init)?;
     if let Some(path) = pretrained {
         let loaded = load_pretrained(&varmap, &path)?;
         if loaded < sorted_vars(&varmap).len() - 2 {
@@ -258,19 +253,9 @@ pub fn train_classifier(
         .chain([config.pad_token_id])
         .collect();
     let unk = tokenizer.token_to_id("[UNK]");
-    let mut token_rng = StdRng::seed_from_u64(options.seed.wrapping_add(2));
+    let mut token_rng = StdRng::seed_from_u64(options.schedule.seed.wrapping_add(2));
 
-    let schedule = Schedule {
-        epochs: options.epochs,
-        batch_size: options.batch_size,
-        learning_rate: options.learning_rate,
-        weight_decay: options.weight_decay,
-        clip: options.clip,
-        patience: options.patience,
-        seed: options.seed,
-        warmup: Some(options.warmup),
-    };
-    let dropout_rng = TrainRng::new(options.seed.wrapping_add(1));
+    let dropout_rng = TrainRng::new(options.schedule.seed.wrapping_add(1));
     let batch_loss = |chunk: &[usize], _: &mut StdRng| -> anyhow::Result<Tensor> {
         let batch: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
         let mut tokens = encode(&encoder, &batch)?;
@@ -299,7 +284,7 @@ pub fn train_classifier(
     } = fit(
         &varmap,
         train.len(),
-        &schedule,
+        &options.schedule,
         batch_loss,
         dev_accuracy,
         |a: &f64, b: &f64| a > b,

@@ -50,6 +50,53 @@ pub enum Progress<R> {
     },
 }
 
+/// A terminal display of [`fit`]'s progress for the trainers' command lines: a bar per
+/// epoch with the smoothed loss, the learning rate and the last dev score, and a line per
+/// epoch. `score` writes a dev score with its name ("dev F1 0.9312"). Returns the bar (to
+/// clear when training ends) and the callback to hand to [`fit`].
+pub fn show_progress<R>(
+    steps_per_epoch: u64,
+    score: impl Fn(&R) -> String,
+) -> anyhow::Result<(indicatif::ProgressBar, impl FnMut(Progress<R>))> {
+    let bar = indicatif::ProgressBar::new(steps_per_epoch);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix:>2} [{bar:30}] {pos}/{len} {per_sec} {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    let shown = bar.clone();
+    let mut smoothed = None::<f32>;
+    let mut last = String::from("dev -");
+    let callback = move |p: Progress<R>| match p {
+        Progress::Step {
+            epoch,
+            step,
+            loss,
+            learning_rate,
+            ..
+        } => {
+            if step == 1 {
+                shown.reset();
+                shown.set_prefix(epoch.to_string());
+            }
+            let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
+            smoothed = Some(s);
+            shown.set_position(step as u64);
+            shown.set_message(format!("loss {s:.3} lr {learning_rate:.1e} {last}"));
+        }
+        Progress::Epoch {
+            epoch,
+            mean_loss,
+            dev,
+        } => {
+            last = score(&dev);
+            shown.suspend(|| println!("epoch {epoch:>2}: mean loss {mean_loss:.4}, {last}"));
+        }
+    };
+    Ok((bar, callback))
+}
+
 /// The best epoch, whose weights [`fit`] leaves in the varmap.
 pub struct Fitted<R> {
     pub best_epoch: usize,

@@ -22,13 +22,8 @@ use crate::train::init::{init_seeded, Init};
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub clip: f64,
-    pub patience: usize,
-    pub seed: u64,
+    /// Epochs, batches, AdamW and early stopping (a constant learning rate).
+    pub schedule: Schedule,
     pub embedding_dim: usize,
     pub hidden_size: usize,
     pub dropout: f32,
@@ -43,13 +38,16 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            epochs: 20,
-            batch_size: 32,
-            learning_rate: 0.005,
-            weight_decay: 1e-4,
-            clip: 5.0,
-            patience: 4,
-            seed: 42,
+            schedule: Schedule {
+                epochs: 20,
+                batch_size: 32,
+                learning_rate: 0.005,
+                weight_decay: 1e-4,
+                clip: 5.0,
+                patience: 4,
+                seed: 42,
+                warmup: None,
+            },
             embedding_dim: 64,
             hidden_size: 64,
             dropout: 0.2,
@@ -162,7 +160,7 @@ pub fn train(
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
     )?;
     let bound = 1.0 / (options.hidden_size as f32).sqrt();
-    init_seeded(&varmap, options.seed, |name, _| {
+    init_seeded(&varmap, options.schedule.seed, |name, _| {
         if name.starts_with("embedding") {
             Init::Normal(0.5)
         } else if name.contains("bias") {
@@ -173,16 +171,6 @@ pub fn train(
             Init::Uniform(bound)
         }
     })?;
-    let schedule = Schedule {
-        epochs: options.epochs,
-        batch_size: options.batch_size,
-        learning_rate: options.learning_rate,
-        weight_decay: options.weight_decay,
-        clip: options.clip,
-        patience: options.patience,
-        seed: options.seed,
-        warmup: None,
-    };
     let batch_loss = |chunk: &[usize], rng: &mut StdRng| -> anyhow::Result<Tensor> {
         let batch: Vec<&Sample> = chunk
             .iter()
@@ -234,7 +222,7 @@ pub fn train(
     } = fit(
         &varmap,
         train.len(),
-        &schedule,
+        &options.schedule,
         batch_loss,
         dev_score,
         better,

@@ -13,7 +13,7 @@ use super::{model_status, signature_def_map};
 use crate::config::ModelsConfig;
 use crate::error::{Code, ServingError};
 use crate::manager::VersionChoice;
-use crate::metrics::{Api, Entrypoint};
+use crate::metrics::{Api, Entrypoint, RequestOutcome};
 use crate::proto::tensorflow::serving::{
     input, model_service_server::ModelService, model_spec,
     prediction_service_server::PredictionService, Class, ClassificationRequest,
@@ -121,8 +121,14 @@ impl GrpcServices {
             Err(e) => (e.code.name(), None),
         };
         let took = started.elapsed();
-        self.core
-            .record_request(model, version, api, Entrypoint::Grpc, status, took);
+        self.core.record_request(RequestOutcome {
+            model,
+            version,
+            api,
+            entrypoint: Entrypoint::Grpc,
+            status,
+            took,
+        });
         tracing::debug!(
             model,
             version,

@@ -133,13 +133,15 @@ fn stack(values: &[&Value], spec: &TensorSpec) -> Result<Tensor, String> {
     let mut data = empty_data(spec.dtypes[0]);
     for (i, v) in values.iter().enumerate() {
         let mut inner_shape = Vec::new();
-        collect(
+        let first = data.len();
+        walk(
             v,
             spec.dtypes[0],
             &format!("`{}` of instance {i}", spec.name),
             0,
             &mut inner_shape,
             &mut data,
+            first,
         )?;
         match &shape {
             None => shape = Some(inner_shape),
@@ -161,13 +163,14 @@ fn stack(values: &[&Value], spec: &TensorSpec) -> Result<Tensor, String> {
 fn tensor(v: &Value, spec: &TensorSpec, what: &str) -> Result<Tensor, String> {
     let mut shape = Vec::new();
     let mut data = empty_data(spec.dtypes[0]);
-    collect(
+    walk(
         v,
         spec.dtypes[0],
         &format!("`{what}`"),
         0,
         &mut shape,
         &mut data,
+        0,
     )?;
     Tensor::new(shape, data).map_err(|e| e.to_string())
 }
@@ -184,20 +187,8 @@ fn empty_data(dtype: DType) -> TensorData {
 }
 
 /// Walks a nested list, appending leaves to `data` and recording the shape; every list at
-/// one depth must have the same length.
-fn collect(
-    v: &Value,
-    dtype: DType,
-    what: &str,
-    depth: usize,
-    shape: &mut Vec<usize>,
-    data: &mut TensorData,
-) -> Result<(), String> {
-    let before = data.len();
-    walk(v, dtype, what, depth, shape, data, before)
-}
-
-/// [`collect`]'s recursion; `first` is where this value's elements start in `data`.
+/// one depth must have the same length. `first` is where this value's elements start in
+/// `data` (`data.len()` at the top).
 fn walk(
     v: &Value,
     dtype: DType,

@@ -2,6 +2,7 @@
 //! owns one table from [`crate::error::Code`] to its status codes. No model logic here.
 
 pub mod grpc;
+pub mod grpc_scan;
 pub mod json;
 pub mod rest;
 

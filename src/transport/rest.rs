@@ -20,7 +20,7 @@ use super::{model_status, signature_def_map};
 use crate::admission::{self, Limits};
 use crate::error::{Code, ServingError};
 use crate::manager::VersionChoice;
-use crate::metrics::{Api, Entrypoint};
+use crate::metrics::{Api, Entrypoint, RequestOutcome};
 use crate::proto::tensorflow::serving::{model_spec, ModelSpec as ProtoSpec};
 use crate::serving::{Core, Example, ModelSpec};
 
@@ -282,14 +282,14 @@ async fn models(
         Ok((_, v)) => ("OK", *v),
         Err(e) => (e.code.name(), None),
     };
-    state.core.record_request(
-        &model,
-        served_version,
-        action.api(),
-        Entrypoint::Rest,
+    state.core.record_request(RequestOutcome {
+        model: &model,
+        version: served_version,
+        api: action.api(),
+        entrypoint: Entrypoint::Rest,
         status,
-        started.elapsed(),
-    );
+        took: started.elapsed(),
+    });
     tracing::debug!(model, version = ?served_version, api = action.api().as_str(), status, us = started.elapsed().as_micros() as u64, "REST request");
     match outcome {
         Ok((body, _)) => Json(body).into_response(),

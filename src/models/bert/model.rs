@@ -1,6 +1,6 @@
 //! The BERT encoder, written here rather than taken from candle-transformers for two
 //! reasons: the same code must train (candle's fused layer-norm and softmax kernels have no
-//! backward pass and silently cut the graph, see DESIGN.md), and the serving path needs
+//! backward pass and silently cut the graph), and the serving path needs
 //! freedom to change kernels for speed. Tensor names follow the Hugging Face checkpoints
 //! (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...).
 //! It computes from the token batches and weights it is handed: it reads no file of its own

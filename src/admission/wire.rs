@@ -1,0 +1,197 @@
+//! A PredictRequest measured in its protobuf wire form, before prost decodes it. Decoding
+//! allocates per value: a one-byte `string_val` costs three bytes on the wire and some 56 in
+//! memory, so a 4 MiB message could become 75 MB before any limit is checked. This scan
+//! counts the values of every input tensor (and the bytes of its strings) with no
+//! allocation, so such a message is refused for what it holds, at the cost of one pass.
+//! Field numbers are TF Serving's: PredictRequest.inputs = 2 (map entry: key 1, value 2);
+//! TensorProto float_val 5, double_val 6, int_val 7, string_val 8, int64_val 10, bool_val 11,
+//! half_val 13. Malformed bytes are left for prost to report.
+
+use super::{LimitError, Limits};
+
+/// Reads protobuf wire format without allocating.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+enum Field<'a> {
+    Varint,
+    Fixed,
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            value |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// The next field's number and payload, or `None` at the end or on malformed input.
+    fn field(&mut self) -> Option<(u64, Field<'a>)> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let key = self.varint()?;
+        let field = match key & 7 {
+            0 => {
+                self.varint()?;
+                Field::Varint
+            }
+            1 => {
+                self.bytes = self.bytes.get(8..)?;
+                Field::Fixed
+            }
+            5 => {
+                self.bytes = self.bytes.get(4..)?;
+                Field::Fixed
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).ok()?;
+                let (payload, rest) = (self.bytes.get(..len)?, self.bytes.get(len..)?);
+                self.bytes = rest;
+                Field::Bytes(payload)
+            }
+            _ => return None,
+        };
+        Some((key >> 3, field))
+    }
+}
+
+/// Values a packed repeated field holds: fixed-width ones by size, varints by terminators.
+fn packed_count(field: u64, payload: &[u8]) -> usize {
+    match field {
+        5 => payload.len() / 4,
+        6 => payload.len() / 8,
+        _ => payload.iter().filter(|&&b| b < 0x80).count(),
+    }
+}
+
+/// Checks the values a PredictRequest's message carries against `limits`: all elements
+/// together within `max_elements`, their decoded bytes (strings by length plus the vector
+/// that holds each) within `max_bytes`.
+pub fn scan_predict_request(message: &[u8], limits: &Limits) -> Result<(), LimitError> {
+    let (mut elements, mut bytes) = (0usize, 0usize);
+    let mut request = Reader { bytes: message };
+    while let Some((number, field)) = request.field() {
+        let (2, Field::Bytes(entry)) = (number, field) else {
+            continue;
+        };
+        let mut entry = Reader { bytes: entry };
+        while let Some((number, field)) = entry.field() {
+            let (2, Field::Bytes(tensor)) = (number, field) else {
+                continue;
+            };
+            let mut tensor = Reader { bytes: tensor };
+            while let Some((number, field)) = tensor.field() {
+                let (count, size) = match (number, field) {
+                    (8, Field::Bytes(s)) => (1, s.len() + std::mem::size_of::<Vec<u8>>()),
+                    (5 | 6 | 7 | 10 | 11 | 13, Field::Bytes(p)) => {
+                        let n = packed_count(number, p);
+                        (n, n * 8)
+                    }
+                    (5 | 6 | 7 | 10 | 11 | 13, _) => (1, 8),
+                    _ => (0, 0),
+                };
+                elements += count;
+                bytes += size;
+                if elements > limits.max_elements {
+                    return Err(LimitError::WireElements {
+                        limit: limits.max_elements,
+                    });
+                }
+                if bytes > limits.max_bytes {
+                    return Err(LimitError::Bytes {
+                        limit: limits.max_bytes,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::tensorflow::serving::PredictRequest;
+    use crate::proto::tensorflow::TensorProto;
+    use prost::Message;
+
+    fn request(tensor: TensorProto) -> Vec<u8> {
+        PredictRequest {
+            inputs: [("text".to_string(), tensor)].into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn counts_strings_and_packed_values_without_decoding() {
+        let limits = Limits::default();
+        let ok = request(TensorProto {
+            dtype: 7,
+            string_val: vec![b"a".to_vec(); 1000],
+            int64_val: vec![1; 1000],
+            float_val: vec![0.5; 1000],
+            ..Default::default()
+        });
+        scan_predict_request(&ok, &limits).unwrap();
+        // 1.3 M one-byte strings: under 4 MiB on the wire, 70 MB once decoded. Each costs
+        // its vector too, so the bytes limit trips (at ~168,000 strings)...
+        let strings = request(TensorProto {
+            dtype: 7,
+            string_val: vec![b"a".to_vec(); 1_300_000],
+            ..Default::default()
+        });
+        assert!(strings.len() < 4 << 20);
+        assert_eq!(
+            scan_predict_request(&strings, &limits),
+            Err(LimitError::Bytes { limit: 4 << 20 })
+        );
+        // ...and with a larger byte budget, the element limit.
+        let roomy = Limits {
+            max_bytes: 1 << 30,
+            ..Limits::default()
+        };
+        assert_eq!(
+            scan_predict_request(&strings, &roomy),
+            Err(LimitError::WireElements { limit: 1 << 18 })
+        );
+        // Few values, but long strings: the bytes limit.
+        let long = request(TensorProto {
+            dtype: 7,
+            string_val: vec![vec![b'x'; 60_000]; 80],
+            ..Default::default()
+        });
+        assert!(scan_predict_request(&long, &limits)
+            .unwrap_err()
+            .is_too_large());
+        // Packed varints count one per value, not per byte.
+        let ids = request(TensorProto {
+            dtype: 9,
+            int64_val: vec![300; 300_000],
+            ..Default::default()
+        });
+        assert!(scan_predict_request(&ids, &limits).is_err());
+    }
+
+    #[test]
+    fn malformed_bytes_are_left_for_the_decoder() {
+        let limits = Limits::default();
+        for bytes in [
+            &[0xff_u8; 20][..],
+            &[0x12, 0xff, 0xff, 0xff, 0xff, 0x0f],
+            &[],
+        ] {
+            scan_predict_request(bytes, &limits).unwrap();
+        }
+    }
+}
