@@ -15,14 +15,7 @@ use std::time::{Duration, Instant};
 use candle_serving::models::{load_servable_with, LoadOptions};
 use candle_serving::servable::Inputs;
 use candle_serving::tensor::Tensor;
-use common::repo_root;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+use common::{arg, repo_root};
 
 fn main() {
     let seconds: f64 = arg("--seconds").map_or(5.0, |s| s.parse().expect("--seconds"));

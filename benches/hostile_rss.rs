@@ -21,22 +21,6 @@ use common::process::spawn_server;
 use common::services::free_port;
 use common::*;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The worst requests, by kind.
 const KINDS: [&str; 6] = [
     "gRPC shape bomb [67108864] x 1 KiB",
@@ -84,7 +68,7 @@ async fn main() {
         .expect("an ordinary request");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = status_kib(pid, "VmRSS:");
+    let before = status_kib(Some(pid), "VmRSS:");
     // Reset the peak so VmHWM measures the attack alone.
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 
@@ -185,15 +169,15 @@ async fn main() {
     let mut samples = Vec::new();
     while started.elapsed().as_secs_f64() < seconds {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        samples.push(status_kib(pid, "VmRSS:"));
+        samples.push(status_kib(Some(pid), "VmRSS:"));
     }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
-    let peak = status_kib(pid, "VmHWM:").max(samples.iter().copied().max().unwrap_or(0));
+    let peak = status_kib(Some(pid), "VmHWM:").max(samples.iter().copied().max().unwrap_or(0));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = status_kib(pid, "VmRSS:");
+    let after = status_kib(Some(pid), "VmRSS:");
     grpc.predict(predict_request(
         spec("minilm", None),
         &[("text", strings(&["still there?"]))],

@@ -19,13 +19,6 @@ use candle_serving::server::ServerOptions;
 use common::*;
 use load::grpc_and_rest;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main]
 async fn main() {
     let run =

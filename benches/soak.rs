@@ -20,22 +20,6 @@ use common::process::spawn_server;
 use common::services::free_port;
 use common::*;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -211,7 +195,7 @@ async fn main() {
         samples.push((
             started.elapsed().as_secs_f64(),
             next.load(Ordering::Relaxed).min(total),
-            rss_kib(pid),
+            status_kib(Some(pid), "VmRSS:"),
         ));
     }
     for t in tasks {

@@ -21,7 +21,7 @@ use candle_serving::doctor::{wechat, Doctor};
 use candle_serving::lexicon::Lexicon;
 use candle_serving::proto::tensorflow::serving::{
     model_server_config::Config, ModelConfig, ModelConfigList, ModelServerConfig,
-    ReloadConfigRequest,
+    ReloadConfigRequest, StatusProto,
 };
 use candle_serving::proto::tensorflow::TensorProto;
 use common::*;
@@ -118,6 +118,26 @@ impl Rig {
         (r.status(), r.text().await.unwrap())
     }
 
+    /// HandleReloadConfigRequest with one model; the status it answers.
+    async fn reload(&mut self, model: ModelConfig) -> StatusProto {
+        let config = ModelServerConfig {
+            config: Some(Config::ModelConfigList(ModelConfigList {
+                config: vec![model],
+            })),
+        };
+        self.s
+            .models
+            .handle_reload_config_request(ReloadConfigRequest {
+                config: Some(config),
+                ..Default::default()
+            })
+            .await
+            .expect("ReloadConfig answers in its status")
+            .into_inner()
+            .status
+            .expect("a status")
+    }
+
     async fn metrics_len(&self) -> usize {
         self.http
             .get(format!("{}/monitoring/prometheus/metrics", self.rest))
@@ -174,7 +194,7 @@ fn refused(status: &tonic::Status, code: Code, message: &str) {
 async fn grpc_hostile_inputs_are_refused_exactly_and_the_server_keeps_serving() {
     let mut r = rig().await;
     let v1 = "model `emb` version 1";
-    let rss_before = rss_kib();
+    let rss_before = status_kib(None, "VmRSS:");
 
     // 1. The 1 KB message of the issue: one 1 KiB string claimed to fill [67108864].
     let e = r
@@ -434,7 +454,7 @@ async fn grpc_hostile_inputs_are_refused_exactly_and_the_server_keeps_serving() 
         .await
         .expect("a long deadline is fine");
 
-    let rss_after = rss_kib();
+    let rss_after = status_kib(None, "VmRSS:");
     assert!(
         rss_after < rss_before + 600 * 1024,
         "the bombs were refused without allocating: RSS {rss_before} → {rss_after} KiB"
@@ -731,27 +751,14 @@ async fn hostile_configs_are_refused_and_change_nothing() {
     let labels = (0..10_000)
         .map(|i| (format!("l{i}"), 1000 + i as i64))
         .collect();
-    let config = ModelServerConfig {
-        config: Some(Config::ModelConfigList(ModelConfigList {
-            config: vec![ModelConfig {
-                name: "emb".into(),
-                base_path: r._dir.path().join("emb").display().to_string(),
-                model_platform: "candle".into(),
-                version_labels: labels,
-                ..Default::default()
-            }],
-        })),
+    let config = ModelConfig {
+        name: "emb".into(),
+        base_path: r._dir.path().join("emb").display().to_string(),
+        model_platform: "candle".into(),
+        version_labels: labels,
+        ..Default::default()
     };
-    let response =
-        r.s.models
-            .handle_reload_config_request(ReloadConfigRequest {
-                config: Some(config),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    let status = response.status.unwrap();
+    let status = r.reload(config).await;
     assert_eq!(
         status.error_code,
         Code::FailedPrecondition as i32,
@@ -766,27 +773,13 @@ async fn hostile_configs_are_refused_and_change_nothing() {
     assert!(status.error_message.ends_with("the configuration was not changed (labels may only point at AVAILABLE versions unless --allow_version_labels_for_unavailable_models is set)"));
 
     // 40. ReloadConfig with a platform this server does not serve.
-    let config = ModelServerConfig {
-        config: Some(Config::ModelConfigList(ModelConfigList {
-            config: vec![ModelConfig {
-                name: "x".into(),
-                base_path: "/x".into(),
-                model_platform: "onnx".into(),
-                ..Default::default()
-            }],
-        })),
+    let config = ModelConfig {
+        name: "x".into(),
+        base_path: "/x".into(),
+        model_platform: "onnx".into(),
+        ..Default::default()
     };
-    let status =
-        r.s.models
-            .handle_reload_config_request(ReloadConfigRequest {
-                config: Some(config),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
+    let status = r.reload(config).await;
     assert_eq!(
         status.error_code,
         Code::InvalidArgument as i32,
@@ -912,14 +905,4 @@ async fn wechat_hostile_requests_are_refused() {
 
     // And the baseline still holds.
     assert!(welcomed(&post(signed(now()), message("hi")).await));
-}
-
-/// Resident memory of this process (the in-process server's), in KiB.
-fn rss_kib() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
 }

@@ -287,3 +287,23 @@ pub fn minilm_dir() -> PathBuf {
     );
     dir
 }
+
+/// The value after `name` on the command line (`--seconds 5`): the benchmarks' options.
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// A memory field of `/proc/<pid>/status` in KiB (`"VmRSS:"`, `"VmHWM:"`); `None` reads this
+/// process. 0 when it cannot be read.
+pub fn status_kib(pid: Option<u32>, field: &str) -> u64 {
+    let pid = pid.map_or("self".to_string(), |p| p.to_string());
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
