@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -108,10 +109,22 @@ pub fn router(doctor: Arc<Doctor>, options: WebOptions) -> Router {
         .route("/v1/doctor/chat", post(chat))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(refuse_announced_oversize))
         .with_state(App {
             doctor,
             options: Arc::new(options),
         })
+}
+
+/// A body whose `Content-Length` is over [`MAX_BODY`] is refused before any of it is read.
+async fn refuse_announced_oversize(request: Request, next: Next) -> Response {
+    if crate::transport::announced_body_over(request.headers(), MAX_BODY).is_some() {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        );
+    }
+    next.run(request).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -6,6 +6,8 @@ pub mod grpc_scan;
 pub mod json;
 pub mod rest;
 
+use axum::http::{header, HeaderMap};
+
 use crate::error::{Code, ServingError};
 use crate::proto::tensorflow::serving::{
     GetModelStatusResponse, ModelVersionStatus, SignatureDefMap, StatusProto,
@@ -81,4 +83,18 @@ pub fn signature_def_map(signatures: &SignatureMap) -> SignatureDefMap {
             })
             .collect(),
     }
+}
+
+/// The body length a request announces in `Content-Length` when it is above `max`. A server
+/// that waited for such a body would read `max` bytes only to refuse them; the HTTP routers
+/// answer 413 at once instead, before reading any of it.
+pub fn announced_body_over(headers: &HeaderMap, max: usize) -> Option<u64> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    (length > max as u64).then_some(length)
 }

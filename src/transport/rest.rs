@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
@@ -114,7 +116,26 @@ pub fn router(core: Core, options: RestOptions) -> Router {
     router
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            refuse_announced_oversize(max_body, request, next)
+        }))
         .with_state(state)
+}
+
+fn body_too_large(max_body: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {max_body} bytes (--rest_api_max_body_bytes)"),
+    )
+}
+
+/// A body whose `Content-Length` is over the limit is refused before any of it is read; a
+/// chunked one is cut off by [`DefaultBodyLimit`] when it passes the limit.
+async fn refuse_announced_oversize(max_body: usize, request: Request, next: Next) -> Response {
+    if super::announced_body_over(request.headers(), max_body).is_some() {
+        return body_too_large(max_body);
+    }
+    next.run(request).await
 }
 
 async fn no_route(method: Method, uri: Uri) -> Response {
@@ -249,13 +270,7 @@ async fn models(
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is larger than {} bytes (--rest_api_max_body_bytes)",
-                    state.options.max_body_bytes
-                ),
-            )
+            return body_too_large(state.options.max_body_bytes)
         }
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
