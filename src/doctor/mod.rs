@@ -6,6 +6,7 @@
 //! what is unavailable, and the next message works again once it is back.
 
 mod connect;
+pub mod eval;
 pub mod expiring;
 pub mod graph;
 pub mod model_client;
