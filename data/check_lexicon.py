@@ -3,6 +3,8 @@
 
 Usage: python3 data/check_lexicon.py [DATA_DIR]
 
+Also validates DATA_DIR/language/*.csv (decomposition tables) when that folder exists.
+
 Standard library only. Exits 0 when every check passes, 1 otherwise.
 """
 import os
@@ -15,7 +17,7 @@ MIN_DISEASES = 110
 MIN_LINKS = 800
 MIN_LINKS_PER_DISEASE = 3
 MAX_LINKS_PER_DISEASE = 12
-MAX_ALIASES = 5
+MAX_ALIASES = 24
 DESC_MIN, DESC_MAX = 10, 40
 
 # Symptom names and aliases: 2-8 CJK unified ideographs, nothing else.
@@ -69,6 +71,110 @@ def load(path, header, ncols):
                 err(f"{name}:{i}: field {c!r} contains whitespace")
         rows.append((i, cols))
     return rows
+
+
+# ---- data/language/: decomposition tables (part word + filler + sensation word) ----
+SYSTEMS = {"全身", "头部", "神经", "眼", "耳鼻喉", "口腔", "呼吸", "心血管", "消化", "泌尿",
+           "生殖", "皮肤", "骨骼肌肉", "精神", "内分泌"}
+WORD_RE = re.compile(r"^[\u4e00-\u9fff]{1,8}$")
+WORD_KINDS = ["degree", "frequency", "particle", "aspect", "negation", "negation_end", "topic_shift",
+              "closing", "greeting", "logistics", "complaint_question", "duration_severity"]
+FORBIDDEN_PART_WORDS = {"胃口", "头发"}
+
+
+def split_words(fname, i, field):
+    ws = field.split("|") if field else []
+    if not ws:
+        err(f"{fname}:{i}: empty word list")
+    seen = set()
+    for w in ws:
+        if not WORD_RE.match(w):
+            err(f"{fname}:{i}: word {w!r} is not 1-8 Chinese characters")
+        if w in seen:
+            err(f"{fname}:{i}: word {w!r} listed twice in the same row")
+        seen.add(w)
+    return ws
+
+
+def check_language(data_dir, symptoms):
+    ld = os.path.join(data_dir, "language")
+    if not os.path.isdir(ld):
+        return
+    bp_rows = load(os.path.join(ld, "body_parts.csv"), "part,words,system", 3)
+    se_rows = load(os.path.join(ld, "sensations.csv"), "sensation,words", 2)
+    co_rows = load(os.path.join(ld, "compositions.csv"), "part,sensation,symptom", 3)
+    wo_rows = load(os.path.join(ld, "words.csv"), "kind,words", 2)
+
+    parts, part_word = {}, {}
+    n_part_words = 0
+    for i, (part, words, system) in bp_rows:
+        if not WORD_RE.match(part):
+            err(f"body_parts.csv:{i}: part key {part!r} is not 1-8 Chinese characters")
+        if part in parts:
+            err(f"body_parts.csv:{i}: duplicate part {part!r}")
+        parts[part] = system
+        if system not in SYSTEMS:
+            err(f"body_parts.csv:{i}: system {system!r} is not a valid body_part value")
+        for w in split_words("body_parts.csv", i, words):
+            n_part_words += 1
+            if w in FORBIDDEN_PART_WORDS:
+                err(f"body_parts.csv:{i}: {w!r} must not be a part word")
+            if w in part_word and part_word[w] != part:
+                err(f"body_parts.csv:{i}: word {w!r} in both {part_word[w]!r} and {part!r}")
+            part_word.setdefault(w, part)
+
+    sensations, sens_word = set(), {}
+    n_sens_words = 0
+    for i, (sens, words) in se_rows:
+        if not WORD_RE.match(sens):
+            err(f"sensations.csv:{i}: sensation key {sens!r} is not 1-8 Chinese characters")
+        if sens in sensations:
+            err(f"sensations.csv:{i}: duplicate sensation {sens!r}")
+        sensations.add(sens)
+        for w in split_words("sensations.csv", i, words):
+            n_sens_words += 1
+            if w in sens_word and sens_word[w] != sens:
+                err(f"sensations.csv:{i}: word {w!r} in both {sens_word[w]!r} and {sens!r}")
+            sens_word.setdefault(w, sens)
+    for w in sorted(set(part_word) & set(sens_word)):
+        err(f"language: {w!r} is both a part word ({part_word[w]}) and a sensation word ({sens_word[w]})")
+
+    pairs = set()
+    used_parts, used_sens = set(), set()
+    for i, (part, sens, sym) in co_rows:
+        if (part, sens) in pairs:
+            err(f"compositions.csv:{i}: duplicate pair {part},{sens}")
+        pairs.add((part, sens))
+        if part not in parts:
+            err(f"compositions.csv:{i}: unknown part {part!r}")
+        if sens not in sensations:
+            err(f"compositions.csv:{i}: unknown sensation {sens!r}")
+        if sym not in symptoms:
+            err(f"compositions.csv:{i}: unknown symptom {sym!r}")
+        used_parts.add(part)
+        used_sens.add(sens)
+    for p in parts:
+        if p not in used_parts:
+            warnings.append(f"language: part {p!r} is used by no composition")
+    for s_ in sensations:
+        if s_ not in used_sens:
+            warnings.append(f"language: sensation {s_!r} is used by no composition")
+
+    kinds = {}
+    for i, (kind, words) in wo_rows:
+        if kind not in WORD_KINDS:
+            err(f"words.csv:{i}: unknown kind {kind!r}")
+        if kind in kinds:
+            err(f"words.csv:{i}: duplicate kind {kind!r}")
+        kinds[kind] = split_words("words.csv", i, words)
+    for k in WORD_KINDS:
+        if k not in kinds:
+            err(f"words.csv: missing kind {k!r}")
+
+    print(f"language: {len(parts)} parts ({n_part_words} words), {len(sensations)} sensations "
+          f"({n_sens_words} words), {len(pairs)} compositions -> "
+          f"{len({s for _, (_, _, s) in co_rows})} symptoms, {len(kinds)} word kinds "
+          f"({sum(len(v) for v in kinds.values())} words)")
 
 
 def main():
@@ -163,6 +269,8 @@ def main():
     for s in symptoms:
         if per_symptom.get(s, 0) == 0:
             err(f"symptom {s!r} is not linked to any disease")
+
+    check_language(data_dir, symptoms)
 
     # ---- counts ----
     if len(sym_rows) < MIN_SYMPTOMS:

@@ -18,6 +18,8 @@ pub struct DiseaseMatch {
     pub department: String,
     /// The patient's symptoms this disease has.
     pub matched: Vec<String>,
+    /// How many symptoms the graph links to this disease in all.
+    pub linked: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,7 +29,7 @@ pub struct GraphError(pub String);
 #[async_trait::async_trait]
 pub trait KnowledgeGraph: Send + Sync {
     /// Diseases linked to any of `symptoms` (canonical names), the ones explaining the most
-    /// symptoms first (ties by name), at most `limit`.
+    /// symptoms first (ties by the share of their own symptoms, then name), at most `limit`.
     async fn diseases_for(
         &self,
         symptoms: &[String],
@@ -36,8 +38,10 @@ pub trait KnowledgeGraph: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Sorts by how many symptoms each disease explains, then by name, and keeps `limit`;
-/// each disease's matched symptoms in name order, whichever backend found them.
+/// Sorts by how many symptoms each disease explains, then by the share of its own linked
+/// symptoms they are (of two diseases that explain two symptoms, the one with four in all
+/// fits better than the one with twelve), then by name, and keeps `limit`; each disease's
+/// matched symptoms in name order, whichever backend found them.
 fn rank(mut found: Vec<DiseaseMatch>, limit: usize) -> Vec<DiseaseMatch> {
     for d in &mut found {
         d.matched.sort();
@@ -46,6 +50,10 @@ fn rank(mut found: Vec<DiseaseMatch>, limit: usize) -> Vec<DiseaseMatch> {
         b.matched
             .len()
             .cmp(&a.matched.len())
+            // a.matched / a.linked > b.matched / b.linked, without division.
+            .then_with(|| {
+                (b.matched.len() * a.linked.max(1)).cmp(&(a.matched.len() * b.linked.max(1)))
+            })
             .then_with(|| a.name.cmp(&b.name))
     });
     found.truncate(limit);
@@ -56,19 +64,23 @@ fn rank(mut found: Vec<DiseaseMatch>, limit: usize) -> Vec<DiseaseMatch> {
 pub struct EmbeddedGraph {
     by_symptom: BTreeMap<String, Vec<String>>,
     departments: BTreeMap<String, String>,
+    linked: BTreeMap<String, usize>,
 }
 
 impl EmbeddedGraph {
     pub fn new(lexicon: &Lexicon) -> Self {
         let mut by_symptom: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut linked: BTreeMap<String, usize> = BTreeMap::new();
         for (disease, symptom) in &lexicon.links {
             by_symptom
                 .entry(symptom.clone())
                 .or_default()
                 .push(disease.clone());
+            *linked.entry(disease.clone()).or_default() += 1;
         }
         EmbeddedGraph {
             by_symptom,
+            linked,
             departments: lexicon
                 .diseases
                 .iter()
@@ -97,6 +109,7 @@ impl KnowledgeGraph for EmbeddedGraph {
                 name: name.to_string(),
                 department: self.departments.get(name).cloned().unwrap_or_default(),
                 matched: symptoms.into_iter().map(String::from).collect(),
+                linked: self.linked.get(name).copied().unwrap_or(0),
             })
             .collect();
         Ok(rank(found, limit))
@@ -126,9 +139,13 @@ pub struct BoltKnowledgeGraph {
     graph: Reconnecting<BoltGraph>,
 }
 
-const DISEASES_QUERY: &str = "MATCH (s:Symptom)-[:SYMPTOM_OF]->(d:Disease) WHERE s.name IN $symptoms \
-     RETURN d.name AS disease, d.department AS department, collect(s.name) AS matched, count(s) AS hits \
-     ORDER BY hits DESC, disease ASC LIMIT $limit";
+/// Every disease linked to one of the symptoms, with how many links it has in all; ranked
+/// here by [`rank`], the same way for every backend.
+const DISEASES_QUERY: &str =
+    "MATCH (s:Symptom)-[:SYMPTOM_OF]->(d:Disease) WHERE s.name IN $symptoms \
+     WITH d, collect(s.name) AS matched \
+     MATCH (a:Symptom)-[:SYMPTOM_OF]->(d) \
+     RETURN d.name AS disease, d.department AS department, matched, count(a) AS linked";
 
 impl BoltKnowledgeGraph {
     pub fn new(settings: BoltSettings) -> Self {
@@ -171,9 +188,7 @@ impl BoltKnowledgeGraph {
         limit: usize,
     ) -> Result<Vec<DiseaseMatch>, GraphError> {
         let graph = self.graph().await?;
-        let q = query(DISEASES_QUERY)
-            .param("symptoms", symptoms.to_vec())
-            .param("limit", limit as i64);
+        let q = query(DISEASES_QUERY).param("symptoms", symptoms.to_vec());
         let mut rows = graph
             .execute(q)
             .await
@@ -194,6 +209,11 @@ impl BoltKnowledgeGraph {
                 matched: row
                     .get::<Vec<String>>("matched")
                     .map_err(|e| GraphError(format!("result field `matched`: {e}")))?,
+                linked: row
+                    .get::<i64>("linked")
+                    .map_err(|e| GraphError(format!("result field `linked`: {e}")))?
+                    .try_into()
+                    .unwrap_or(0),
             });
         }
         Ok(rank(found, limit))

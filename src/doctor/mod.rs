@@ -11,6 +11,7 @@ pub mod expiring;
 pub mod graph;
 pub mod model_client;
 pub mod redis_conn;
+pub mod relate;
 pub mod replay;
 pub mod reply;
 pub mod session;
@@ -23,9 +24,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use self::graph::{DiseaseMatch, KnowledgeGraph};
-use self::model_client::ModelClient;
+use self::model_client::{ModelClient, ModelError};
+use self::relate::Relatedness;
 use self::session::{Session, SessionKey, SessionStore};
-use crate::lexicon::Lexicon;
+use crate::lexicon::{Lexicon, Reader};
 
 /// How many diseases a reply lists.
 pub const TOP_DISEASES: usize = 3;
@@ -57,6 +59,8 @@ pub struct Doctor {
     sessions: Arc<dyn SessionStore>,
     graph: Arc<dyn KnowledgeGraph>,
     lexicon: Arc<Lexicon>,
+    reader: Reader,
+    relatedness: Relatedness,
     session_ttl: Duration,
 }
 
@@ -72,6 +76,8 @@ impl Doctor {
             models,
             sessions,
             graph,
+            reader: Reader::new(&lexicon),
+            relatedness: Relatedness::new(&lexicon),
             lexicon,
             session_ttl,
         }
@@ -99,28 +105,40 @@ impl Doctor {
             }
         };
 
+        // The message's own symptoms first: the relatedness rule needs them.
+        let read = self.read(key, text).await;
+        let new_symptoms = read.as_ref().map_or(&[][..], Vec::as_slice);
         let related = match &previous {
             Some(p) if !p.last_message.is_empty() => {
-                match self.models.related(&p.last_message, text).await {
-                    Ok((related, probability)) => {
-                        tracing::debug!(user = %key, related, probability, "relevance");
+                match self.relatedness.decide(&p.symptoms, text, new_symptoms) {
+                    Some((related, why)) => {
+                        tracing::debug!(user = %key, related, ?why, "relatedness by the lexicon");
                         Some(related)
                     }
-                    Err(e) => {
-                        tracing::warn!(user = %key, error = %e, "relevance model unavailable; treating the message as a continuation");
-                        degraded.push(e.to_string());
-                        None
-                    }
+                    None => match self.models.related(&p.last_message, text).await {
+                        Ok((related, probability)) => {
+                            tracing::debug!(user = %key, related, probability, "relatedness by the model");
+                            Some(related)
+                        }
+                        Err(e) => {
+                            tracing::warn!(user = %key, error = %e, "relevance model unavailable; treating the message as a continuation");
+                            degraded.push(e.to_string());
+                            None
+                        }
+                    },
                 }
             }
             _ => None,
         };
-        let continues = matches!((&previous, related), (Some(_), Some(true) | None));
+        // A message that is no complaint (thanks, a question about the hospital) is a new
+        // topic, but it does not wipe the consultation: only a new complaint does.
+        let continues = matches!((&previous, related), (Some(_), Some(true) | None))
+            || (previous.is_some() && related == Some(false) && new_symptoms.is_empty());
         let carried = match (&previous, continues) {
             (Some(p), true) => p.symptoms.clone(),
             _ => Vec::new(),
         };
-        let (symptoms, diseases, reply) = self.answer(key, text, carried, &mut degraded).await;
+        let (symptoms, diseases, reply) = self.answer(key, read, carried, &mut degraded).await;
 
         let turns = match &previous {
             Some(p) if continues => p.turns + 1,
@@ -148,18 +166,35 @@ impl Doctor {
         }
     }
 
-    /// The symptoms of the conversation (`carried` plus those in `text`), the diseases
+    /// The symptoms of the conversation (`carried` plus those `read` in the message), the diseases
     /// that explain them, and the reply; a failing dependency is added to `degraded` and
     /// answered with a fixed text.
+    /// The canonical symptoms `text` affirms: the lexicon's readings of it, and the tagger's
+    /// spans normalised to the lexicon. A span that maps to no symptom is dropped (and
+    /// logged at debug level: it is the patient's words).
+    async fn read(&self, user: &SessionKey, text: &str) -> Result<Vec<String>, ModelError> {
+        let mentions = self.models.entities(text).await?;
+        let spans: Vec<String> = mentions
+            .into_iter()
+            .filter(|m| m.kind == "SYM")
+            .map(|m| m.text)
+            .collect();
+        let (symptoms, dropped) = self.reader.read_with_spans(text, &spans);
+        if !dropped.is_empty() {
+            tracing::debug!(user = %user, ?dropped, "tagged spans that name no symptom of the lexicon");
+        }
+        Ok(symptoms)
+    }
+
     async fn answer(
         &self,
         user: &SessionKey,
-        text: &str,
+        read: Result<Vec<String>, ModelError>,
         carried: Vec<String>,
         degraded: &mut Vec<String>,
     ) -> (Vec<String>, Vec<DiseaseMatch>, String) {
-        let mentions = match self.models.entities(text).await {
-            Ok(m) => m,
+        let found = match read {
+            Ok(found) => found,
             Err(e) => {
                 tracing::warn!(user = %user, error = %e, "tagger unavailable");
                 degraded.push(e.to_string());
@@ -167,11 +202,7 @@ impl Doctor {
             }
         };
         let mut symptoms = carried;
-        for m in mentions.iter().filter(|m| m.kind == "SYM") {
-            let canonical = self
-                .lexicon
-                .canonical_symptom(&m.text)
-                .map_or_else(|| m.text.clone(), |s| s.name.clone());
+        for canonical in found {
             if !symptoms.contains(&canonical) {
                 symptoms.push(canonical);
             }

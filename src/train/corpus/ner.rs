@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::lexicon::Lexicon;
+use crate::lexicon::{Lexicon, WordKind};
 use crate::models::tagger::text::{entities, Entity};
 
 /// The tag set: symptoms, diseases (history, guesses) and durations.
@@ -39,7 +39,8 @@ pub fn in_split<T: Copy>(list: &[T], split: Split) -> Vec<T> {
 }
 
 // Sentences are built from one to four clauses joined by connectors. Slots: `{S}` symptom,
-// `{N}` a symptom the sentence denies (labelled O), `{D}` disease, `{T}` duration, `{P}` who,
+// `{N}` a symptom the sentence denies (labelled O), `{X}` a body part and complaint with a
+// denial between them (头不疼, labelled O), `{D}` disease, `{T}` duration, `{P}` who,
 // `{A}` degree or frequency, `{W}` when. Every list is split between train, dev and test by
 // position ([`split_of`]), so test sentences are made only of clauses training never saw.
 
@@ -180,6 +181,17 @@ pub const NEGATION_CLAUSES: &[&str] = &[
     "基本不{N}",
     "{N}这些都没有",
     "没感觉{N}",
+    // A denial between the body part and the complaint (头不疼, 嗓子没怎么痛).
+    "{X}",
+    "{X}了",
+    "{P}{X}",
+    "{X}，还好",
+    "现在{X}了",
+    "{W}{X}",
+    "其实{X}",
+    "{X}的",
+    "{X}，就是有点担心",
+    "{X}啊",
 ];
 
 /// Clauses about diseases: history, diagnoses, guesses.
@@ -432,6 +444,12 @@ pub struct Generator<'a> {
     /// Characters dropped next to entities now and then (typos, run-on words), so the
     /// tagger learns where an entity ends rather than which words usually follow it.
     stray: Vec<char>,
+    /// Body-part words and sensation words that compose a symptom (`language/`), for
+    /// mentions no alias spells: 嗓子眼儿有点疼.
+    compositions: Vec<(Vec<&'a str>, Vec<&'a str>)>,
+    /// Degree, frequency and particle words patients put between the two, split three ways.
+    gap_words: Vec<&'a str>,
+    split: Split,
 }
 
 impl<'a> Generator<'a> {
@@ -454,13 +472,65 @@ impl<'a> Generator<'a> {
             .collect();
         stray.sort_unstable();
         stray.dedup();
+        let language = &lexicon.language;
+        // A key is a word too when it is one (头, 痛); the reader treats it so.
+        let words = |list: &'a [String], key: &'a str| -> Vec<&'a str> {
+            let mut w: Vec<&str> = list.iter().map(String::as_str).collect();
+            if !w.contains(&key) {
+                w.push(key);
+            }
+            w
+        };
+        let compositions = language
+            .compositions
+            .keys()
+            .filter_map(|(part, sensation)| {
+                let p = language.part(part)?;
+                let s = language.sensation(sensation)?;
+                Some((
+                    words(&p.words, p.key.as_str()),
+                    words(&s.words, s.key.as_str()),
+                ))
+            })
+            .collect();
+        let gap_words = [WordKind::Degree, WordKind::Frequency, WordKind::Particle]
+            .into_iter()
+            .flat_map(|k| language.words(k).iter().map(String::as_str))
+            .collect();
         Generator {
             rng: StdRng::seed_from_u64(seed),
             positive,
             negatable,
             diseases: lexicon.diseases.iter().map(|d| d.name.as_str()).collect(),
             stray,
+            compositions,
+            gap_words,
+            split: Split::Train,
         }
+    }
+
+    /// A body part, up to two words of the split's gap words, and a sensation that composes
+    /// with it (嗓子眼儿 + 有点 + 疼); with `negation`, the denial between them (头不疼).
+    fn composed(&mut self, negation: bool) -> Option<String> {
+        if self.compositions.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..self.compositions.len());
+        let part = *self.compositions[i].0.choose(&mut self.rng)?;
+        let sensation = *self.compositions[i].1.choose(&mut self.rng)?;
+        let gaps = in_split(&self.gap_words, self.split);
+        let mut text = part.to_string();
+        if negation {
+            text.push_str(["不", "没", "不太", "没怎么", "也不"][self.rng.random_range(0..5)]);
+        } else {
+            for _ in 0..[0, 1, 1, 1, 2][self.rng.random_range(0..5)] {
+                if let Some(g) = gaps.choose(&mut self.rng) {
+                    text.push_str(g);
+                }
+            }
+        }
+        text.push_str(sensation);
+        Some(text)
     }
 
     fn pick(&mut self, from: &[&'a str]) -> &'a str {
@@ -477,6 +547,7 @@ impl<'a> Generator<'a> {
 
     /// `count` sentences made only of the clauses (and chit-chat lines) of `split`.
     pub fn corpus(&mut self, split: Split, count: usize) -> Vec<Sample> {
+        self.split = split;
         let of = |list: &[&'static str]| in_split(list, split);
         let pools = [
             (0.55, of(SYMPTOM_CLAUSES)),
@@ -561,13 +632,27 @@ impl<'a> Generator<'a> {
                 s.push(&c.to_string(), None);
             }
             match slot {
-                "S" => {
-                    let w = self.pick(&self.positive.clone());
-                    s.push(w, Some(B_SYM));
-                }
+                "S" => match self
+                    .rng
+                    .random_bool(0.3)
+                    .then(|| self.composed(false))
+                    .flatten()
+                {
+                    Some(composed) => s.push(&composed, Some(B_SYM)),
+                    None => {
+                        let w = self.pick(&self.positive.clone());
+                        s.push(w, Some(B_SYM));
+                    }
+                },
                 "N" => {
                     let w = self.pick(&self.negatable.clone());
                     s.push(w, None);
+                }
+                "X" => {
+                    let w = self
+                        .composed(true)
+                        .unwrap_or_else(|| format!("没有{}", self.pick(&self.negatable.clone())));
+                    s.push(&w, None);
                 }
                 "D" => {
                     let w = self.pick(&self.diseases.clone());

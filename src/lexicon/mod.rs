@@ -9,6 +9,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub mod language;
+pub mod reader;
+
+pub use language::{Language, WordKind};
+pub use reader::Reader;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Symptom {
     pub name: String,
@@ -38,6 +44,8 @@ pub struct Lexicon {
     pub diseases: Vec<Disease>,
     /// (disease, symptom) by canonical names.
     pub links: Vec<(String, String)>,
+    /// Body parts, sensations and word classes of `language/` (empty when absent).
+    pub language: Language,
     canonical: HashMap<String, usize>,
 }
 
@@ -64,8 +72,9 @@ fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, String> {
 }
 
 impl Lexicon {
-    /// Reads `symptoms.csv`, `diseases.csv` and `disease_symptoms.csv` from `dir`, checking
-    /// that every link names a known disease and symptom.
+    /// Reads `symptoms.csv`, `diseases.csv`, `disease_symptoms.csv` and (when present) the
+    /// `language/` tables from `dir`, checking that every link names a known disease and
+    /// symptom.
     pub fn load(dir: &Path) -> Result<Self, String> {
         let symptoms: Vec<Symptom> = read::<SymptomRow>(&dir.join("symptoms.csv"))?
             .into_iter()
@@ -102,10 +111,14 @@ impl Lexicon {
                 return Err(format!("disease_symptoms.csv: unknown symptom `{s}`"));
             }
         }
+        let language = Language::load(&dir.join("language"), |name| {
+            symptoms.iter().any(|s| s.name == name)
+        })?;
         Ok(Lexicon {
             symptoms,
             diseases,
             links,
+            language,
             canonical,
         })
     }

@@ -1,0 +1,629 @@
+//! Reading symptoms out of a patient's message, and mapping the tagger's spans to the
+//! lexicon. Every symptom that leaves here is a canonical name of `symptoms.csv`.
+//!
+//! Three readings of the text are combined:
+//! - **surfaces**: the names and aliases of `symptoms.csv`, longest match first (拉肚子, 脑壳疼);
+//! - **compositions**: a body-part word, a few filler characters at most, then a sensation
+//!   word, where `compositions.csv` says what the pair means (嗓子眼儿有点疼 = throat + pain =
+//!   咽痛; 眼睛老是很干 = 眼干), so wording no alias lists is still understood;
+//! - **temperatures**: 38度5, 39.2, 三十八度 at or above 37.3 °C are a fever.
+//!
+//! A mention is dropped when a negation governs it: one right before it (没有发烧, 也不太咳嗽,
+//! 一点也不疼), one between the body part and the sensation (头不疼), one after it at the end of
+//! the clause (发烧倒是没有), or a list that started negated (没有发烧、咳嗽). Words that only
+//! look like negations (不停, 受不了, 不舒服) do not negate.
+//!
+//! The tagger's spans ([`Reader::normalise`]) go through the same readings, then a character
+//! bigram similarity against every surface; a span that matches nothing is dropped.
+
+use std::collections::{HashMap, HashSet};
+
+use super::language::WordKind;
+use super::Lexicon;
+
+/// How many characters may stand between a body part and its sensation (有点儿, 又开始, 老是很).
+pub const MAX_GAP: usize = 5;
+/// How far before a mention a negation still governs it (没怎么, 一点也不).
+const NEGATION_REACH: usize = 4;
+/// A tagged span at least this similar (character-bigram Dice) to a surface means its symptom.
+pub const MIN_SIMILARITY: f64 = 0.67;
+
+/// Character sequences that contain a negation character but do not negate what follows.
+const NOT_NEGATIONS: &[&str] = &[
+    "不停",
+    "不断",
+    "不止",
+    "不住",
+    "不行",
+    "不了",
+    "不得",
+    "不适",
+    "不舒服",
+    "不知",
+    "不清",
+    "不少",
+    "不小心",
+    "不一样",
+    "不管",
+    "不到",
+    "不对劲",
+    "差不多",
+    "没完",
+    "没事",
+    "没多久",
+    "没几天",
+    "没过",
+    "要不要",
+    "是不是",
+    "会不会",
+    "能不能",
+    "好不好",
+    "有没有",
+    "还没好",
+    "不见好",
+    "没好",
+    "特别",
+    "别的",
+    "分别",
+    "区别",
+    "别人",
+];
+/// Characters that join list items a negation keeps governing (没有发烧、咳嗽和头疼).
+const LIST_JOINERS: &str = "、和或及也都还跟与";
+/// Characters between a mention and a negation after it (发烧倒是没有).
+const POST_FILLERS: &str = "倒是也都就已经还";
+
+/// How a symptom was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum How {
+    Surface,
+    Composition,
+    Temperature,
+    Similarity,
+}
+
+/// A symptom read at characters `start..end` of the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub symptom: String,
+    pub start: usize,
+    pub end: usize,
+    pub how: How,
+    pub negated: bool,
+}
+
+/// The lexicon compiled for reading.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    names: Vec<String>,
+    surfaces: HashMap<String, usize>,
+    longest_surface: usize,
+    parts: HashMap<String, usize>,
+    longest_part: usize,
+    sensations: HashMap<String, usize>,
+    longest_sensation: usize,
+    compose: HashMap<(usize, usize), usize>,
+    negations: HashSet<String>,
+    negation_ends: HashSet<String>,
+    fever: Option<usize>,
+    bigrams: Vec<(usize, HashSet<(char, char)>)>,
+}
+
+fn chars(s: &str) -> Vec<char> {
+    s.chars().collect()
+}
+
+fn is_boundary(text: &[char], i: usize) -> bool {
+    match text[i] {
+        '，' | ',' | '。' | '！' | '!' | '？' | '?' | '；' | ';' | '\n' | '～' | '~' | ' '
+        | '　' | '：' | ':' | '…' | '（' | '）' | '(' | ')' => true,
+        // A full stop, but not the point of 38.5.
+        '.' => {
+            !(i > 0
+                && i + 1 < text.len()
+                && text[i - 1].is_ascii_digit()
+                && text[i + 1].is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
+/// Full-width digits and letters to ASCII, ASCII to lower case: 38．5 and ３８度 read as 38.5.
+pub fn fold(text: &str) -> Vec<char> {
+    text.chars()
+        .map(|c| match c {
+            '０'..='９' | 'Ａ'..='Ｚ' | 'ａ'..='ｚ' | '．' => {
+                char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+            }
+            _ => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+fn bigrams(s: &[char]) -> HashSet<(char, char)> {
+    s.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+/// Character-bigram Dice similarity of two strings.
+pub fn similarity(a: &[char], b: &[char]) -> f64 {
+    let (x, y) = (bigrams(a), bigrams(b));
+    if x.is_empty() || y.is_empty() {
+        return 0.0;
+    }
+    2.0 * x.intersection(&y).count() as f64 / (x.len() + y.len()) as f64
+}
+
+impl Reader {
+    pub fn new(lexicon: &Lexicon) -> Self {
+        let names: Vec<String> = lexicon.symptoms.iter().map(|s| s.name.clone()).collect();
+        let index: HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let mut surfaces = HashMap::new();
+        let mut bigram_table = Vec::new();
+        for (i, s) in lexicon.symptoms.iter().enumerate() {
+            for surface in s.surfaces() {
+                surfaces.insert(surface.to_string(), i);
+                bigram_table.push((i, bigrams(&chars(surface))));
+            }
+        }
+        let language = &lexicon.language;
+        let mut parts = HashMap::new();
+        for (i, p) in language.parts.iter().enumerate() {
+            parts.insert(p.key.clone(), i);
+            for w in &p.words {
+                parts.insert(w.clone(), i);
+            }
+        }
+        let mut sensations = HashMap::new();
+        for (i, s) in language.sensations.iter().enumerate() {
+            sensations.insert(s.key.clone(), i);
+            for w in &s.words {
+                sensations.insert(w.clone(), i);
+            }
+        }
+        let mut compose = HashMap::new();
+        for ((part, sensation), symptom) in &language.compositions {
+            let p = language.parts.iter().position(|x| &x.key == part);
+            let s = language.sensations.iter().position(|x| &x.key == sensation);
+            if let (Some(p), Some(s), Some(&y)) = (p, s, index.get(symptom.as_str())) {
+                compose.insert((p, s), y);
+            }
+        }
+        let longest = |m: &HashMap<String, usize>| m.keys().map(|k| k.chars().count()).max();
+        let set =
+            |kind: WordKind| -> HashSet<String> { language.words(kind).iter().cloned().collect() };
+        let mut negations = set(WordKind::Negation);
+        negations.extend(["不", "没", "没有", "无"].map(String::from));
+        Reader {
+            longest_surface: longest(&surfaces).unwrap_or(0),
+            longest_part: longest(&parts).unwrap_or(0),
+            longest_sensation: longest(&sensations).unwrap_or(0),
+            fever: index.get("发热").copied(),
+            names,
+            surfaces,
+            parts,
+            sensations,
+            compose,
+            negations,
+            negation_ends: set(WordKind::NegationEnd),
+            bigrams: bigram_table,
+        }
+    }
+
+    /// The longest entry of `table` starting at `i`, within the clause: (entry, length).
+    fn longest_at(
+        table: &HashMap<String, usize>,
+        longest: usize,
+        text: &[char],
+        i: usize,
+        min: usize,
+    ) -> Option<(usize, usize)> {
+        let mut end = i;
+        while end < text.len() && end - i < longest && !is_boundary(text, end) {
+            end += 1;
+        }
+        (min..=end - i).rev().find_map(|len| {
+            let s: String = text[i..i + len].iter().collect();
+            table.get(&s).map(|&v| (v, len))
+        })
+    }
+
+    fn word_at(set: &HashSet<String>, text: &[char], i: usize) -> Option<usize> {
+        (1..=4.min(text.len() - i)).rev().find(|&len| {
+            let s: String = text[i..i + len].iter().collect();
+            set.contains(&s)
+        })
+    }
+
+    /// Whether a real negation (not 不停, 受不了...) ends exactly at `end` or starts at `at`.
+    fn negation_at(&self, text: &[char], at: usize) -> Option<usize> {
+        let len = Self::word_at(&self.negations, text, at)?;
+        let fake = NOT_NEGATIONS.iter().any(|w| {
+            let w = chars(w);
+            (0..w.len()).any(|back| {
+                at >= back
+                    && at - back + w.len() <= text.len()
+                    && text[at - back..][..w.len()] == w[..]
+            })
+        });
+        (!fake).then_some(len)
+    }
+
+    /// Every mention in `text`, negated ones included (flagged), overlaps resolved longest
+    /// first, in text order.
+    pub fn scan(&self, text: &str) -> Vec<Found> {
+        let text = fold(text);
+        let mut candidates = Vec::new();
+        for i in 0..text.len() {
+            if let Some((symptom, len)) =
+                Self::longest_at(&self.surfaces, self.longest_surface, &text, i, 2)
+            {
+                candidates.push(self.found(symptom, i, i + len, How::Surface, false));
+            }
+            if let Some(c) = self.composition_at(&text, i) {
+                candidates.push(c);
+            }
+            if let Some(c) = self.temperature_at(&text, i) {
+                candidates.push(c);
+            }
+        }
+        // Longest first, then surfaces before compositions before temperatures.
+        candidates.sort_by_key(|c| (std::cmp::Reverse(c.end - c.start), c.how, c.start));
+        let mut taken: Vec<Found> = Vec::new();
+        for c in candidates {
+            if taken.iter().all(|t| c.end <= t.start || c.start >= t.end) {
+                taken.push(c);
+            }
+        }
+        taken.sort_by_key(|f| f.start);
+        for k in 0..taken.len() {
+            let negated = taken[k].negated
+                || self.negated_before(&text, taken[k].start, &taken)
+                || self.negated_after(&text, taken[k].end)
+                || (k > 0
+                    && taken[k - 1].negated
+                    && self.joined(&text, taken[k - 1].end, taken[k].start));
+            taken[k].negated = negated;
+        }
+        taken
+    }
+
+    /// The symptoms `text` affirms: canonical names, each once, in text order.
+    pub fn symptoms(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in self.scan(text) {
+            if !f.negated && !out.contains(&f.symptom) {
+                out.push(f.symptom);
+            }
+        }
+        out
+    }
+
+    fn found(&self, symptom: usize, start: usize, end: usize, how: How, negated: bool) -> Found {
+        Found {
+            symptom: self.names[symptom].clone(),
+            start,
+            end,
+            how,
+            negated,
+        }
+    }
+
+    /// A body part at `i`, at most [`MAX_GAP`] filler characters, then a sensation that
+    /// composes with it. A negation among the fillers (头不疼) marks it negated.
+    fn composition_at(&self, text: &[char], i: usize) -> Option<Found> {
+        let (part, plen) = Self::longest_at(&self.parts, self.longest_part, text, i, 1)?;
+        let mut k = i + plen;
+        let mut negated = false;
+        while k < text.len() && k - (i + plen) <= MAX_GAP && !is_boundary(text, k) {
+            if let Some((sensation, slen)) =
+                Self::longest_at(&self.sensations, self.longest_sensation, text, k, 1)
+            {
+                if let Some(&symptom) = self.compose.get(&(part, sensation)) {
+                    return Some(self.found(symptom, i, k + slen, How::Composition, negated));
+                }
+            }
+            // Another body part: the sensation that follows is that part's.
+            if k > i + plen
+                && Self::longest_at(&self.parts, self.longest_part, text, k, 1).is_some()
+            {
+                return None;
+            }
+            if self.negation_at(text, k).is_some() {
+                negated = true;
+            }
+            if Self::word_at(&self.negation_ends, text, k).is_some() {
+                negated = false;
+            }
+            k += 1;
+        }
+        None
+    }
+
+    /// A body temperature of a fever: 38度5, 38.5, 39°, 三十八度二, 40度.
+    fn temperature_at(&self, text: &[char], i: usize) -> Option<Found> {
+        let fever = self.fever?;
+        if i > 0 && (text[i - 1].is_ascii_digit() || text[i - 1] == '.') {
+            return None;
+        }
+        let digit = |c: char| c.to_digit(10);
+        let cn = |c: char| "零一二三四五六七八九".chars().position(|d| d == c);
+        let (whole, mut k) = match (text.get(i), text.get(i + 1), text.get(i + 2)) {
+            (Some(&a), Some(&b), _) if digit(a).is_some() && digit(b).is_some() => {
+                (digit(a)? * 10 + digit(b)?, i + 2)
+            }
+            (Some('三'), Some('十'), Some(&c)) if cn(c).is_some() => (30 + cn(c)? as u32, i + 3),
+            (Some('四'), Some('十'), _) => (40, i + 2),
+            _ => return None,
+        };
+        if text.get(k).is_some_and(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let mut tenths = 0;
+        let mut marked = false;
+        let mut unit = false;
+        if text.get(k) == Some(&'.') && text.get(k + 1).is_some_and(|c| c.is_ascii_digit()) {
+            tenths = digit(text[k + 1])?;
+            k += 2;
+            marked = true;
+        }
+        if matches!(text.get(k), Some('度' | '°' | '℃')) {
+            k += 1;
+            marked = true;
+            unit = true;
+            if text.get(k) == Some(&'c') {
+                k += 1;
+            }
+            if !text.get(k - 1).is_some_and(|&c| c == '.') {
+                if let Some(d) = text
+                    .get(k)
+                    .and_then(|&c| digit(c).or(cn(c).map(|x| x as u32)))
+                {
+                    tenths = d;
+                    k += 1;
+                }
+            }
+        }
+        // A decimal without 度 is a temperature only where one is being talked about
+        // (烧到39.2, 体温37.8), not 38.5公斤.
+        if !unit && tenths != 0 {
+            let before: String = text[i.saturating_sub(6)..i].iter().collect();
+            if !["烧", "体温", "温度", "量", "测", "热"]
+                .iter()
+                .any(|w| before.contains(w))
+            {
+                return None;
+            }
+        }
+        let tenths_total = whole * 10 + tenths;
+        (marked && (373..=425).contains(&tenths_total))
+            .then(|| self.found(fever, i, k, How::Temperature, false))
+    }
+
+    /// A negation at most [`NEGATION_REACH`] characters before `start`, in the same clause,
+    /// not cancelled by 但是/可是..., and not itself inside another mention.
+    fn negated_before(&self, text: &[char], start: usize, mentions: &[Found]) -> bool {
+        let from = start.saturating_sub(NEGATION_REACH + 3);
+        let mut negated = false;
+        for k in from..start {
+            if is_boundary(text, k) {
+                negated = false;
+                continue;
+            }
+            if Self::word_at(&self.negation_ends, text, k).is_some() {
+                negated = false;
+            }
+            let inside = mentions.iter().any(|m| m.start <= k && k < m.end);
+            if inside {
+                continue;
+            }
+            if let Some(len) = self.negation_at(text, k) {
+                if start - (k + len).min(start) <= NEGATION_REACH {
+                    negated = true;
+                }
+            }
+        }
+        negated
+    }
+
+    /// 发烧倒是没有 / 咳嗽没有: a negation right after the mention that ends its clause.
+    fn negated_after(&self, text: &[char], end: usize) -> bool {
+        let mut k = end;
+        while k < text.len() && POST_FILLERS.contains(text[k]) {
+            k += 1;
+        }
+        let Some(len) = Self::word_at(&self.negations, text, k).filter(|_| k < text.len()) else {
+            return false;
+        };
+        let after = k + len;
+        let after = if text.get(after) == Some(&'了') {
+            after + 1
+        } else {
+            after
+        };
+        after >= text.len() || is_boundary(text, after) || matches!(text[after], '啊' | '呢' | '的')
+    }
+
+    /// Whether only list joiners (and negations) stand between `from` and `to`.
+    fn joined(&self, text: &[char], from: usize, to: usize) -> bool {
+        to >= from
+            && to - from <= 3
+            && text[from..to]
+                .iter()
+                .all(|c| LIST_JOINERS.contains(*c) || "不没有".contains(*c))
+    }
+
+    /// The canonical symptoms a tagged span of `text` stands for: what the readings find
+    /// inside it, else the most similar surface when it is similar enough; none otherwise.
+    pub fn normalise(&self, span: &str) -> Vec<(String, How)> {
+        let inside = self.symptoms(span);
+        if !inside.is_empty() {
+            let how = self.scan(span).first().map_or(How::Surface, |f| f.how);
+            return inside.into_iter().map(|s| (s, how)).collect();
+        }
+        let span_chars = fold(span);
+        let best = self
+            .bigrams
+            .iter()
+            .map(|(symptom, grams)| {
+                let x = bigrams(&span_chars);
+                let shared = x.intersection(grams).count();
+                let score = if x.is_empty() || grams.is_empty() {
+                    0.0
+                } else {
+                    2.0 * shared as f64 / (x.len() + grams.len()) as f64
+                };
+                (score, *symptom)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        match best {
+            Some((score, symptom)) if score >= MIN_SIMILARITY => {
+                vec![(self.names[symptom].clone(), How::Similarity)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The symptoms of a message: what the readings find in `text`, and what the tagger's
+    /// `spans` (substrings of `text`) normalise to where no reading covers them. Negated
+    /// mentions are left out; spans that map to nothing are returned apart, for the log.
+    pub fn read_with_spans(&self, text: &str, spans: &[String]) -> (Vec<String>, Vec<String>) {
+        let found = self.scan(text);
+        let mut symptoms: Vec<String> = Vec::new();
+        for f in found.iter().filter(|f| !f.negated) {
+            if !symptoms.contains(&f.symptom) {
+                symptoms.push(f.symptom.clone());
+            }
+        }
+        let folded = fold(text);
+        let mut dropped = Vec::new();
+        for span in spans {
+            let span_chars = fold(span);
+            let at = (0..=folded.len().saturating_sub(span_chars.len()))
+                .find(|&i| folded[i..].starts_with(&span_chars));
+            if let Some(at) = at {
+                let end = at + span_chars.len();
+                // A reading already covers it (and decided about its negation).
+                if found.iter().any(|f| f.start < end && at < f.end) {
+                    continue;
+                }
+                if self.negated_before(&folded, at, &found) || self.negated_after(&folded, end) {
+                    continue;
+                }
+            }
+            let mapped = self.normalise(span);
+            if mapped.is_empty() {
+                dropped.push(span.clone());
+            }
+            for (s, _) in mapped {
+                if !symptoms.contains(&s) {
+                    symptoms.push(s);
+                }
+            }
+        }
+        (symptoms, dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader() -> Reader {
+        Reader::new(&Lexicon::shipped().unwrap())
+    }
+
+    fn read(r: &Reader, text: &str) -> Vec<String> {
+        r.symptoms(text)
+    }
+
+    #[test]
+    fn words_between_the_body_part_and_the_complaint() {
+        let r = reader();
+        for (text, symptom) in [
+            ("嗓子眼儿有点疼", "咽痛"),
+            ("肚子又开始疼了", "腹痛"),
+            ("眼睛老是很干", "眼干"),
+            ("身上起疹子", "皮疹"),
+            ("喉咙好痒", "咽痒"),
+            ("腰这几天特别酸", "腰痛"),
+        ] {
+            assert_eq!(read(&r, text), [symptom], "{text}");
+        }
+    }
+
+    #[test]
+    fn a_fever_is_read_from_its_temperature() {
+        let r = reader();
+        for text in [
+            "烧到38度5了",
+            "体温39.2",
+            "量了一下37度6",
+            "三十八度二",
+            "40度",
+        ] {
+            assert_eq!(read(&r, text), ["发热"], "{text}");
+        }
+        for text in ["体温36度8", "今年35岁", "38.5公斤", "吃了3片"] {
+            assert!(read(&r, text).is_empty(), "{text}: {:?}", read(&r, text));
+        }
+    }
+
+    #[test]
+    fn negations_govern_what_they_scope_and_nothing_else() {
+        let r = reader();
+        for text in [
+            "没有发烧",
+            "没有发烧、咳嗽",
+            "也不太咳嗽",
+            "头不疼",
+            "发烧倒是没有",
+            "一点也不痒",
+        ] {
+            assert!(read(&r, text).is_empty(), "{text}: {:?}", read(&r, text));
+        }
+        assert_eq!(read(&r, "不发烧，但是咳嗽"), ["咳嗽"]);
+        assert_eq!(read(&r, "咳个不停"), ["咳嗽"]);
+        assert_eq!(read(&r, "不停地咳嗽"), ["咳嗽"]);
+        assert_eq!(read(&r, "疼得受不了，头疼"), ["头痛"]);
+        assert_eq!(read(&r, "不知道为什么头疼"), ["头痛"]);
+    }
+
+    #[test]
+    fn full_width_digits_and_several_symptoms_in_order() {
+        let r = reader();
+        assert_eq!(read(&r, "我头痛发烧"), ["头痛", "发热"]);
+        assert_eq!(read(&r, "烧到３８度５，拉肚子"), ["发热", "腹泻"]);
+    }
+
+    #[test]
+    fn tagged_spans_map_to_the_lexicon_or_are_dropped() {
+        let r = reader();
+        assert_eq!(r.normalise("脑袋疼")[0].0, "头痛");
+        assert_eq!(r.normalise("嗓子眼儿有点疼")[0].0, "咽痛");
+        assert!(r.normalise("吃完饭").is_empty());
+        assert!(r.normalise("晚上").is_empty());
+        // A span the readings do not cover, one character off an alias.
+        assert_eq!(r.normalise("流清鼻涕了")[0].0, "流鼻涕");
+        let (symptoms, dropped) =
+            r.read_with_spans("吃完饭就想吐", &["吃完饭".to_string(), "想吐".to_string()]);
+        assert_eq!(
+            (symptoms, dropped),
+            (vec!["恶心".to_string()], vec!["吃完饭".to_string()])
+        );
+        // A span a negation governs adds nothing.
+        let (symptoms, _) = r.read_with_spans("没有腹鸣", &["腹鸣".to_string()]);
+        assert!(symptoms.is_empty());
+    }
+
+    #[test]
+    fn similarity_is_symmetric_and_bounded() {
+        let (a, b) = (chars("嗓子疼"), chars("嗓子痛"));
+        assert_eq!(similarity(&a, &b), similarity(&b, &a));
+        assert_eq!(similarity(&a, &a), 1.0);
+        assert_eq!(similarity(&a, &chars("拉肚子")), 0.0);
+    }
+}
