@@ -79,7 +79,8 @@ SYSTEMS = {"全身", "头部", "神经", "眼", "耳鼻喉", "口腔", "呼吸",
 WORD_RE = re.compile(r"^[\u4e00-\u9fff]{1,8}$")
 WORD_KINDS = ["degree", "frequency", "particle", "aspect", "negation", "negation_end", "topic_shift",
               "closing", "greeting", "logistics", "complaint_question", "duration_severity"]
-FORBIDDEN_PART_WORDS = {"胃口", "头发"}
+# 头发 (hair) is no body part of a complaint; 胃口 (appetite) is, with 没有/不好 (食欲).
+FORBIDDEN_PART_WORDS = {"头发"}
 
 
 def split_words(fname, i, field):

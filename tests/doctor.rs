@@ -1275,3 +1275,163 @@ async fn wechat_and_chat_sessions_never_mix() {
         }
     }
 }
+
+/// One turn of a conversation written for this test the way patients type: what the
+/// doctor must find in it, whether it continues the conversation (`None`: not asserted),
+/// and for the last turn a disease its top 3 must hold.
+struct Turn {
+    text: &'static str,
+    finds: &'static [&'static str],
+    related: Option<bool>,
+}
+
+const fn turn(text: &'static str, finds: &'static [&'static str], related: Option<bool>) -> Turn {
+    Turn {
+        text,
+        finds,
+        related,
+    }
+}
+
+/// A dozen consultations in patients' own words (written here, not taken from `data/eval`):
+/// words between the body part and the complaint, temperatures, dialect, negations,
+/// follow-ups that ask about the complaint, thanks and a new complaint that starts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patients_in_their_own_words() {
+    let models = Models::start();
+    models.ready().await;
+    let facade = serve(embedded(&models)).await;
+    let consultations: &[(&[Turn], &str)] = &[
+        (
+            &[
+                turn("嗓子眼儿有点疼，咽口水都疼", &["咽痛"], None),
+                turn("烧到38度5了", &["发热"], Some(true)),
+                turn("要紧吗", &[], Some(true)),
+            ],
+            "急性咽炎",
+        ),
+        (
+            &[
+                turn("肚子又开始疼了，右下边那块", &["腹痛"], None),
+                turn(
+                    "还吐了两回，一点胃口都没有",
+                    &["呕吐", "食欲不振"],
+                    Some(true),
+                ),
+            ],
+            "阑尾炎",
+        ),
+        (
+            &[
+                turn("眼睛老是很干，一到晚上还发红", &["眼干", "眼红"], None),
+                turn("不痒，也没有眼屎", &[], Some(true)),
+            ],
+            "干眼症",
+        ),
+        (
+            &[
+                turn("我咳嗽快一个礼拜了", &["咳嗽"], None),
+                turn("痰是黄的，黏糊糊的", &["黄痰"], Some(true)),
+                turn("没发烧", &[], None),
+            ],
+            "急性支气管炎",
+        ),
+        (
+            &[
+                turn(
+                    "孩子身上起了好多风疙瘩，一块一块的，痒得直挠",
+                    &["风团", "瘙痒"],
+                    None,
+                ),
+                turn("谢谢医生", &[], Some(false)),
+            ],
+            "荨麻疹",
+        ),
+        (
+            &[
+                turn("最近总是头晕，血压高", &["头晕", "血压升高"], None),
+                turn("量了下160/100", &[], None),
+            ],
+            "高血压",
+        ),
+        (
+            &[
+                turn("尿尿的时候疼，老想上厕所", &["尿痛"], None),
+                turn("尿完了还想尿", &["尿不尽"], Some(true)),
+            ],
+            "尿路感染",
+        ),
+        (
+            &[
+                turn("牙疼了好几天", &["牙痛"], None),
+                turn("对了，我膝盖也疼，上下楼更疼", &["膝关节疼痛"], Some(false)),
+            ],
+            "骨关节炎",
+        ),
+        (
+            &[
+                turn("心口烧得慌，老是反酸水", &["烧心", "反酸"], None),
+                turn("吃完饭躺下更明显", &[], None),
+            ],
+            "胃食管反流病",
+        ),
+        (
+            &[
+                turn("我妈晚上睡不着，一晚上醒好几次", &["失眠"], None),
+                turn(
+                    "心情也不好，对啥都没兴趣",
+                    &["情绪低落", "兴趣减退"],
+                    Some(true),
+                ),
+            ],
+            "抑郁症",
+        ),
+        (
+            &[
+                turn("鼻子不通气，一直流清鼻涕", &["鼻塞", "流鼻涕"], None),
+                turn("老打喷嚏，嗓子也有点痒", &["打喷嚏", "咽痒"], Some(true)),
+            ],
+            "感冒",
+        ),
+        (
+            &[
+                turn("腰疼得直不起来", &["腰痛"], None),
+                turn("尿有点发红", &["血尿"], Some(true)),
+            ],
+            "肾结石",
+        ),
+    ];
+    for (i, (turns, disease)) in consultations.iter().enumerate() {
+        let user = format!("patient{i}");
+        let mut last = Value::Null;
+        for t in turns.iter() {
+            let answer = facade.chat(&user, t.text).await;
+            let found = symptoms(&answer);
+            for s in t.finds {
+                assert!(found.contains(*s), "`{}` names {s}: {answer}", t.text);
+            }
+            if let Some(related) = t.related {
+                assert_eq!(answer["related"], related, "`{}`: {answer}", t.text);
+            }
+            last = answer;
+        }
+        let top3: Vec<&str> = last["diseases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            top3.contains(disease),
+            "conversation {i}: {disease} not in {top3:?}: {last}"
+        );
+        // Every symptom reported is a lexicon name.
+        let lexicon = lexicon();
+        for s in symptoms(&last) {
+            assert!(
+                lexicon.symptoms.iter().any(|x| x.name == s),
+                "`{s}` is not a lexicon name"
+            );
+        }
+    }
+}

@@ -270,6 +270,7 @@ impl Reader {
                 candidates.push(c);
             }
         }
+        candidates.extend(self.elided(&text));
         // Longest first, then surfaces before compositions before temperatures.
         candidates.sort_by_key(|c| (std::cmp::Reverse(c.end - c.start), c.how, c.start));
         let mut taken: Vec<Found> = Vec::new();
@@ -343,6 +344,47 @@ impl Reader {
         None
     }
 
+    /// Sensations whose body part was said in an earlier clause (眼睛很干，还发红: the eye is
+    /// red too): the clause's first sensation word, when its clause names no body part,
+    /// composes with the last body part named before it.
+    fn elided(&self, text: &[char]) -> Vec<Found> {
+        let mut out = Vec::new();
+        let mut last_part = None;
+        let mut clause_has_part = false;
+        let mut clause_done = false;
+        let mut i = 0;
+        while i < text.len() {
+            if is_boundary(text, i) {
+                clause_has_part = false;
+                clause_done = false;
+                i += 1;
+                continue;
+            }
+            if let Some((part, len)) = Self::longest_at(&self.parts, self.longest_part, text, i, 1)
+            {
+                last_part = Some(part);
+                clause_has_part = true;
+                i += len;
+                continue;
+            }
+            if !clause_has_part && !clause_done {
+                if let (Some(part), Some((sensation, len))) = (
+                    last_part,
+                    Self::longest_at(&self.sensations, self.longest_sensation, text, i, 1),
+                ) {
+                    clause_done = true;
+                    if let Some(&symptom) = self.compose.get(&(part, sensation)) {
+                        out.push(self.found(symptom, i, i + len, How::Composition, false));
+                    }
+                    i += len;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
     /// A body temperature of a fever: 38度5, 38.5, 39°, 三十八度二, 40度.
     fn temperature_at(&self, text: &[char], i: usize) -> Option<Found> {
         let fever = self.fever?;
@@ -377,14 +419,12 @@ impl Reader {
             if text.get(k) == Some(&'c') {
                 k += 1;
             }
-            if !text.get(k - 1).is_some_and(|&c| c == '.') {
-                if let Some(d) = text
-                    .get(k)
-                    .and_then(|&c| digit(c).or(cn(c).map(|x| x as u32)))
-                {
-                    tenths = d;
-                    k += 1;
-                }
+            if let Some(d) = text
+                .get(k)
+                .and_then(|&c| digit(c).or(cn(c).map(|x| x as u32)))
+            {
+                tenths = d;
+                k += 1;
             }
         }
         // A decimal without 度 is a temperature only where one is being talked about
@@ -548,10 +588,18 @@ mod tests {
             ("肚子又开始疼了", "腹痛"),
             ("眼睛老是很干", "眼干"),
             ("身上起疹子", "皮疹"),
+            ("一点胃口都没有", "食欲不振"),
             ("喉咙好痒", "咽痒"),
             ("腰这几天特别酸", "腰痛"),
         ] {
             assert_eq!(read(&r, text), [symptom], "{text}");
+        }
+        // The body part said once, for two complaints.
+        for (text, symptoms) in [
+            ("眼睛很干，还发红", ["眼干", "眼红"]),
+            ("嗓子疼，还有点痒", ["咽痛", "咽痒"]),
+        ] {
+            assert_eq!(read(&r, text), symptoms, "{text}");
         }
     }
 
