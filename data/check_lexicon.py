@@ -78,7 +78,9 @@ SYSTEMS = {"全身", "头部", "神经", "眼", "耳鼻喉", "口腔", "呼吸",
            "生殖", "皮肤", "骨骼肌肉", "精神", "内分泌"}
 WORD_RE = re.compile(r"^[\u4e00-\u9fff]{1,8}$")
 WORD_KINDS = ["degree", "frequency", "particle", "aspect", "negation", "negation_end", "topic_shift",
-              "closing", "greeting", "logistics", "complaint_question", "duration_severity"]
+              "closing", "greeting", "logistics", "complaint_question", "duration_severity", "person"]
+# Kinds whose rows are groups: each `person` row is the words for one person (孩子|宝宝|娃).
+REPEATABLE_KINDS = {"person"}
 # 头发 (hair) is no body part of a complaint; 胃口 (appetite) is, with 没有/不好 (食欲).
 FORBIDDEN_PART_WORDS = {"头发"}
 
@@ -165,9 +167,9 @@ def check_language(data_dir, symptoms):
     for i, (kind, words) in wo_rows:
         if kind not in WORD_KINDS:
             err(f"words.csv:{i}: unknown kind {kind!r}")
-        if kind in kinds:
+        if kind in kinds and kind not in REPEATABLE_KINDS:
             err(f"words.csv:{i}: duplicate kind {kind!r}")
-        kinds[kind] = split_words("words.csv", i, words)
+        kinds.setdefault(kind, []).extend(split_words("words.csv", i, words))
     for k in WORD_KINDS:
         if k not in kinds:
             err(f"words.csv: missing kind {k!r}")

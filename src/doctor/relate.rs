@@ -1,30 +1,35 @@
-//! Does a new message continue the consultation, or start a new one? The medicine decides
-//! first, from the lexicon; the relevance model decides only what the medicine cannot.
+//! Does a new message continue the consultation, or start a new one? The medicine and the
+//! conversation's structure decide first, from the lexicon; the relevance model decides only
+//! what they cannot.
 //!
-//! - A new complaint continues when it is a whole-body symptom (fever, fatigue), belongs to
-//!   a body system the conversation already has, or shares a disease with a symptom the
-//!   conversation already has (腰痛 → 尿血: both are 肾结石's); a complaint in a system and a
-//!   disease of its own is a new consultation, and so is any complaint after 对了 / 另外 that
-//!   shares neither.
-//! - A message without symptoms continues when it asks about the complaint (要紧吗, 吃什么药)
-//!   or says how long or how bad; thanks, goodbyes, greetings and hospital logistics (挂号,
-//!   停车, 医保) do not.
+//! - A new complaint continues when it belongs to a body system the conversation already
+//!   has; about another person (我老婆, 我儿子) than the last message, it is a new
+//!   consultation; otherwise it continues when a sensation in it has no body part (疼得睡不着:
+//!   the pain already talked about), when it is a whole-body symptom (fever, fatigue) or
+//!   shares a disease with a symptom the conversation has (腰痛 → 尿血: both are 肾结石's),
+//!   unless it comes after 对了 / 另外. Anything else is a new consultation.
+//! - A message without symptoms is a new topic when it is about the hospital (挂号, 医保);
+//!   it continues when it asks about the complaint (要紧吗, 吃什么药) or says how long or how
+//!   bad; thanks, greetings and an announced new topic (对了, 另外) are not; a sensation
+//!   without a body part (又酸又胀: the part already talked about) continues.
 //! - Anything else (no symptoms, no cue) goes to the relevance model.
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::lexicon::{Lexicon, WordKind};
+use crate::lexicon::{Lexicon, Reader, WordKind};
 
 /// The body system of whole-body symptoms.
 pub const WHOLE_BODY: &str = "全身";
 
-/// What decided, for the log and the reply's explanation.
+/// What decided, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     WholeBody,
     SameSystem,
     SharedDisease,
     NewSystem,
+    AnotherPerson,
+    NewTopic,
     AboutTheComplaint,
     NotAComplaint,
 }
@@ -32,8 +37,10 @@ pub enum Why {
 /// The lexicon's knowledge the rule uses.
 #[derive(Debug, Clone)]
 pub struct Relatedness {
+    reader: Reader,
     system: HashMap<String, String>,
     diseases: HashMap<String, BTreeSet<String>>,
+    people: Vec<Vec<String>>,
     topic_shift: Vec<String>,
     closing: Vec<String>,
     greeting: Vec<String>,
@@ -55,12 +62,14 @@ impl Relatedness {
         let mut about = words(WordKind::ComplaintQuestion);
         about.extend(words(WordKind::DurationSeverity));
         Relatedness {
+            reader: Reader::new(lexicon),
             system: lexicon
                 .symptoms
                 .iter()
                 .map(|s| (s.name.clone(), s.body_part.clone()))
                 .collect(),
             diseases,
+            people: lexicon.language.people.clone(),
             topic_shift: words(WordKind::TopicShift),
             closing: words(WordKind::Closing),
             greeting: words(WordKind::Greeting),
@@ -69,18 +78,31 @@ impl Relatedness {
         }
     }
 
-    /// Whether `new_text` (whose symptoms are `new`) continues a conversation whose
-    /// symptoms so far are `before`; `None` when only the relevance model can tell.
-    pub fn decide(&self, before: &[String], new_text: &str, new: &[String]) -> Option<(bool, Why)> {
+    /// Whether `text` is about a person (by the `person` rows) `before` does not mention.
+    fn another_person(&self, before: &str, text: &str) -> bool {
+        self.people
+            .iter()
+            .any(|group| contains_any(text, group) && !contains_any(before, group))
+    }
+
+    /// Whether `new_text` (whose symptoms are `new`) continues a conversation whose last
+    /// message was `before_text` and whose symptoms so far are `before`; `None` when only
+    /// the relevance model can tell.
+    pub fn decide(
+        &self,
+        before_text: &str,
+        before: &[String],
+        new_text: &str,
+        new: &[String],
+    ) -> Option<(bool, Why)> {
+        let shift = contains_any(new_text, &self.topic_shift);
+        let another = self.another_person(before_text, new_text);
         if !new.is_empty() {
             if before.is_empty() {
-                return None;
+                // Nothing known to continue: only an announced new topic is certain.
+                return (shift || another).then_some((false, Why::NewTopic));
             }
-            let shift = contains_any(new_text, &self.topic_shift);
             let system = |s: &String| self.system.get(s).map(String::as_str);
-            if !shift && new.iter().any(|s| system(s) == Some(WHOLE_BODY)) {
-                return Some((true, Why::WholeBody));
-            }
             let systems: BTreeSet<&str> = before
                 .iter()
                 .filter_map(system)
@@ -88,6 +110,15 @@ impl Relatedness {
                 .collect();
             if new.iter().filter_map(system).any(|s| systems.contains(s)) {
                 return Some((true, Why::SameSystem));
+            }
+            if another {
+                return Some((false, Why::AnotherPerson));
+            }
+            if shift {
+                return Some((false, Why::NewSystem));
+            }
+            if new.iter().any(|s| system(s) == Some(WHOLE_BODY)) {
+                return Some((true, Why::WholeBody));
             }
             let shared = new.iter().any(|n| {
                 before
@@ -97,23 +128,37 @@ impl Relatedness {
                         _ => false,
                     })
             });
-            if shared && !shift {
+            if shared {
                 return Some((true, Why::SharedDisease));
+            }
+            // 疼得睡不着: the pain already talked about, and what it does.
+            if self.reader.bare_sensation(new_text) {
+                return Some((true, Why::AboutTheComplaint));
             }
             return Some((false, Why::NewSystem));
         }
-        // Hospital logistics first (挂号 is never about the complaint), then questions about
-        // the complaint (谢谢，那要吃什么药 asks one), then thanks and greetings.
+        // Hospital logistics first (挂号 is never about the complaint); then a question
+        // about the complaint (对了，这个要不要做CT still asks about it); then thanks and
+        // greetings; then a new topic announced; then a sensation with no body part.
         if contains_any(new_text, &self.logistics) {
             return Some((false, Why::NotAComplaint));
         }
-        if !before.is_empty() && contains_any(new_text, &self.about) {
+        let chit_chat = |t: &str| {
+            contains_any(t, &self.closing)
+                || (t.chars().count() <= 8 && contains_any(t, &self.greeting))
+        };
+        let after_a_complaint = !before.is_empty() || !chit_chat(before_text);
+        if after_a_complaint && contains_any(new_text, &self.about) {
             return Some((true, Why::AboutTheComplaint));
         }
-        if contains_any(new_text, &self.closing)
-            || (new_text.chars().count() <= 8 && contains_any(new_text, &self.greeting))
-        {
+        if chit_chat(new_text) {
             return Some((false, Why::NotAComplaint));
+        }
+        if shift {
+            return Some((false, Why::NewTopic));
+        }
+        if after_a_complaint && self.reader.bare_sensation(new_text) {
+            return Some((true, Why::AboutTheComplaint));
         }
         None
     }
@@ -128,7 +173,12 @@ mod tests {
         let lexicon = Lexicon::shipped().unwrap();
         let reader = Reader::new(&lexicon);
         let rule = Relatedness::new(&lexicon);
-        rule.decide(&reader.symptoms(first), second, &reader.symptoms(second))
+        rule.decide(
+            first,
+            &reader.symptoms(first),
+            second,
+            &reader.symptoms(second),
+        )
     }
 
     #[test]
@@ -165,11 +215,42 @@ mod tests {
             Some((false, Why::NotAComplaint))
         );
         assert_eq!(decide("牙疼", "脚后跟也疼"), Some((false, Why::NewSystem)));
+        assert_eq!(
+            decide("我咳嗽", "我老婆这两天发烧"),
+            Some((false, Why::AnotherPerson))
+        );
+        assert_eq!(
+            decide("我头疼", "对了，问个别的事"),
+            Some((false, Why::NewTopic))
+        );
+        assert_eq!(
+            decide("孩子咳嗽", "我妈最近睡眠不好"),
+            Some((false, Why::AnotherPerson))
+        );
+        // Another person mentioned as context is no new patient.
+        assert_eq!(
+            decide("嗓子疼", "会传染吗，家里有老人"),
+            Some((true, Why::AboutTheComplaint))
+        );
+    }
+
+    #[test]
+    fn a_sensation_without_a_body_part_is_about_the_complaint() {
+        assert_eq!(
+            decide("牙疼", "晚上疼得睡不着"),
+            Some((true, Why::AboutTheComplaint))
+        );
+        assert_eq!(
+            decide("腿上青筋鼓起来了", "站久了又酸又胀"),
+            Some((true, Why::AboutTheComplaint))
+        );
+        // A greeting is no complaint to continue.
+        assert_eq!(decide("你好", "要紧吗"), None);
     }
 
     #[test]
     fn what_the_lexicon_cannot_tell_goes_to_the_model() {
-        assert_eq!(decide("我头疼", "我儿子在上小学"), None);
+        assert_eq!(decide("我头疼", "我是做会计的"), None);
         // No complaint yet to continue.
         assert_eq!(decide("你好", "我头疼"), None);
     }

@@ -1,7 +1,7 @@
 //! How patients say things, beyond the symptoms' own aliases (`data/language/`): the words
 //! for each body part (嗓子, 喉咙, 嗓子眼儿 for the throat), the words for each sensation (疼,
 //! 痛, 酸痛 for pain), which symptom a body part and a sensation make together (throat + pain
-//! = 咽痛), and small closed word classes (degree adverbs, negations, greetings...). The
+//! = 咽痛), verbs that are symptoms when used as one (拉了五次), and small closed word classes (degree adverbs, negations, greetings...). The
 //! reader ([`super::reader`]) finds symptoms with them that no alias spells out; the tagger's
 //! corpus generator composes sentences with them.
 
@@ -41,6 +41,8 @@ pub enum WordKind {
     Logistics,
     ComplaintQuestion,
     DurationSeverity,
+    /// Who a message is about; each row of this kind is one person's words (孩子|宝宝|娃).
+    Person,
 }
 
 impl WordKind {
@@ -58,6 +60,7 @@ impl WordKind {
             "logistics" => WordKind::Logistics,
             "complaint_question" => WordKind::ComplaintQuestion,
             "duration_severity" => WordKind::DurationSeverity,
+            "person" => WordKind::Person,
             _ => return None,
         })
     }
@@ -71,6 +74,10 @@ pub struct Language {
     /// (part key, sensation key) → canonical symptom name.
     pub compositions: BTreeMap<(String, String), String>,
     pub words: HashMap<WordKind, Vec<String>>,
+    /// The `person` rows: each the words for one person.
+    pub people: Vec<Vec<String>>,
+    /// Verbs that are a symptom when used as one (老咳, 拉了五次, 烧起来了): verb → symptom.
+    pub verbs: Vec<(String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +97,12 @@ struct SensationRow {
 struct CompositionRow {
     part: String,
     sensation: String,
+    symptom: String,
+}
+
+#[derive(Deserialize)]
+struct VerbRow {
+    verb: String,
     symptom: String,
 }
 
@@ -144,16 +157,32 @@ impl Language {
             compositions.insert((r.part, r.sensation), r.symptom);
         }
         let mut words: HashMap<WordKind, Vec<String>> = HashMap::new();
+        let mut people = Vec::new();
         for r in super::read::<WordsRow>(&dir.join("words.csv"))? {
             let kind = WordKind::parse(&r.kind)
                 .ok_or_else(|| format!("words.csv: unknown kind `{}`", r.kind))?;
+            if kind == WordKind::Person {
+                people.push(list(&r.words));
+            }
             words.entry(kind).or_default().extend(list(&r.words));
+        }
+        let mut verbs = Vec::new();
+        for r in super::read::<VerbRow>(&dir.join("verbs.csv"))? {
+            if !is_symptom(&r.symptom) {
+                return Err(format!(
+                    "verbs.csv: {}: unknown symptom `{}`",
+                    r.verb, r.symptom
+                ));
+            }
+            verbs.push((r.verb, r.symptom));
         }
         Ok(Language {
             parts,
             sensations,
             compositions,
             words,
+            people,
+            verbs,
         })
     }
 

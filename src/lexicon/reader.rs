@@ -79,6 +79,7 @@ pub enum How {
     Surface,
     Composition,
     Temperature,
+    Verb,
     Similarity,
 }
 
@@ -105,6 +106,8 @@ pub struct Reader {
     compose: HashMap<(usize, usize), usize>,
     negations: HashSet<String>,
     negation_ends: HashSet<String>,
+    verbs: HashMap<String, usize>,
+    longest_verb: usize,
     fever: Option<usize>,
     bigrams: Vec<(usize, HashSet<(char, char)>)>,
 }
@@ -192,6 +195,11 @@ impl Reader {
                 compose.insert((p, s), y);
             }
         }
+        let verbs: HashMap<String, usize> = language
+            .verbs
+            .iter()
+            .filter_map(|(v, s)| Some((v.clone(), *index.get(s.as_str())?)))
+            .collect();
         let longest = |m: &HashMap<String, usize>| m.keys().map(|k| k.chars().count()).max();
         let set =
             |kind: WordKind| -> HashSet<String> { language.words(kind).iter().cloned().collect() };
@@ -201,6 +209,8 @@ impl Reader {
             longest_surface: longest(&surfaces).unwrap_or(0),
             longest_part: longest(&parts).unwrap_or(0),
             longest_sensation: longest(&sensations).unwrap_or(0),
+            longest_verb: longest(&verbs).unwrap_or(0),
+            verbs,
             fever: index.get("发热").copied(),
             names,
             surfaces,
@@ -263,10 +273,11 @@ impl Reader {
             {
                 candidates.push(self.found(symptom, i, i + len, How::Surface, false));
             }
-            if let Some(c) = self.composition_at(&text, i) {
+            candidates.extend(self.composition_at(&text, i));
+            if let Some(c) = self.temperature_at(&text, i) {
                 candidates.push(c);
             }
-            if let Some(c) = self.temperature_at(&text, i) {
+            if let Some(c) = self.verb_at(&text, i) {
                 candidates.push(c);
             }
         }
@@ -314,24 +325,36 @@ impl Reader {
     }
 
     /// A body part at `i`, at most [`MAX_GAP`] filler characters, then a sensation that
-    /// composes with it. A negation among the fillers (头不疼) marks it negated.
-    fn composition_at(&self, text: &[char], i: usize) -> Option<Found> {
-        let (part, plen) = Self::longest_at(&self.parts, self.longest_part, text, i, 1)?;
+    /// composes with it; and further sensations of the same part joined to it (眼睛又红又痒:
+    /// 眼红 and 眼痒). A negation among the fillers (头不疼) marks the mention negated.
+    fn composition_at(&self, text: &[char], i: usize) -> Vec<Found> {
+        let mut out = Vec::new();
+        let Some((part, plen)) = Self::longest_at(&self.parts, self.longest_part, text, i, 1)
+        else {
+            return out;
+        };
+        let mut start = i;
         let mut k = i + plen;
+        let mut gap = 0;
         let mut negated = false;
-        while k < text.len() && k - (i + plen) <= MAX_GAP && !is_boundary(text, k) {
+        while k < text.len() && gap <= MAX_GAP && !is_boundary(text, k) {
             if let Some((sensation, slen)) =
                 Self::longest_at(&self.sensations, self.longest_sensation, text, k, 1)
             {
                 if let Some(&symptom) = self.compose.get(&(part, sensation)) {
-                    return Some(self.found(symptom, i, k + slen, How::Composition, negated));
+                    out.push(self.found(symptom, start, k + slen, How::Composition, negated));
+                    // The next sensation may hang on the same part: 又红又痒, 又干又苦.
+                    start = k + slen;
+                    k += slen;
+                    gap = 0;
+                    continue;
                 }
             }
             // Another body part: the sensation that follows is that part's.
             if k > i + plen
                 && Self::longest_at(&self.parts, self.longest_part, text, k, 1).is_some()
             {
-                return None;
+                break;
             }
             if self.negation_at(text, k).is_some() {
                 negated = true;
@@ -340,8 +363,36 @@ impl Reader {
                 negated = false;
             }
             k += 1;
+            gap += 1;
+            // After a first sensation, only a short joiner may lead to the next.
+            if !out.is_empty() && gap > 2 {
+                break;
+            }
         }
-        None
+        out
+    }
+
+    /// A verb used as a symptom: after 老/总/一直/又/还/就 (老咳, 又吐), before 得/不停/起来 (喘得
+    /// 厉害, 咳个不停, 烧起来了), or with a count after 了 (拉了五六次, 咳了三天).
+    fn verb_at(&self, text: &[char], i: usize) -> Option<Found> {
+        let (symptom, len) = Self::longest_at(&self.verbs, self.longest_verb, text, i, 1)?;
+        let before: String = text[i.saturating_sub(2)..i].iter().collect();
+        let after: String = text[i + len..(i + len + 5).min(text.len())]
+            .iter()
+            .collect();
+        let adverb = ["老", "总", "一直", "又", "还", "就", "经常", "常"]
+            .iter()
+            .any(|a| before.ends_with(a));
+        let manner = ["得", "个不停", "不停", "起来", "个没完"]
+            .iter()
+            .any(|a| after.starts_with(a));
+        let counted = after.strip_prefix('了').is_some_and(|rest| {
+            let mut chars = rest.chars();
+            let first = chars.next();
+            first.is_some_and(|c| c.is_ascii_digit() || "一两二三四五六七八九十几好".contains(c))
+                && rest.chars().take(4).any(|c| "次回趟天遍阵宿晚".contains(c))
+        });
+        (adverb || manner || counted).then(|| self.found(symptom, i, i + len, How::Verb, false))
     }
 
     /// Sensations whose body part was said in an earlier clause (眼睛很干，还发红: the eye is
@@ -383,6 +434,33 @@ impl Reader {
             i += 1;
         }
         out
+    }
+
+    /// Whether `text` names a sensation before any body part of its clause (疼得睡不着,
+    /// 又酸又胀): a complaint about whatever was already being talked about.
+    pub fn bare_sensation(&self, text: &str) -> bool {
+        let text = fold(text);
+        let mut part = false;
+        let mut i = 0;
+        while i < text.len() {
+            if is_boundary(&text, i) {
+                part = false;
+                i += 1;
+                continue;
+            }
+            if let Some((_, len)) = Self::longest_at(&self.parts, self.longest_part, &text, i, 1) {
+                part = true;
+                i += len;
+                continue;
+            }
+            if !part
+                && Self::longest_at(&self.sensations, self.longest_sensation, &text, i, 1).is_some()
+            {
+                return true;
+            }
+            i += 1;
+        }
+        false
     }
 
     /// A body temperature of a fever: 38度5, 38.5, 39°, 三十八度二, 40度.
@@ -589,6 +667,8 @@ mod tests {
             ("眼睛老是很干", "眼干"),
             ("身上起疹子", "皮疹"),
             ("一点胃口都没有", "食欲不振"),
+            ("从昨晚到现在拉了五六次", "腹泻"),
+            ("老咳，晚上更厉害", "咳嗽"),
             ("喉咙好痒", "咽痒"),
             ("腰这几天特别酸", "腰痛"),
         ] {
@@ -598,6 +678,8 @@ mod tests {
         for (text, symptoms) in [
             ("眼睛很干，还发红", ["眼干", "眼红"]),
             ("嗓子疼，还有点痒", ["咽痛", "咽痒"]),
+            ("眼睛又红又痒", ["眼红", "眼痒"]),
+            ("嘴巴又干又苦", ["口干", "口苦"]),
         ] {
             assert_eq!(read(&r, text), symptoms, "{text}");
         }
@@ -615,7 +697,14 @@ mod tests {
         ] {
             assert_eq!(read(&r, text), ["发热"], "{text}");
         }
-        for text in ["体温36度8", "今年35岁", "38.5公斤", "吃了3片"] {
+        for text in [
+            "体温36度8",
+            "今年35岁",
+            "38.5公斤",
+            "吃了3片",
+            "拉了一下门",
+            "把饭烧了",
+        ] {
             assert!(read(&r, text).is_empty(), "{text}: {:?}", read(&r, text));
         }
     }

@@ -516,8 +516,21 @@ impl<'a> Generator<'a> {
             return None;
         }
         let i = self.rng.random_range(0..self.compositions.len());
-        let part = *self.compositions[i].0.choose(&mut self.rng)?;
-        let sensation = *self.compositions[i].1.choose(&mut self.rng)?;
+        // Body-part and sensation words are split three ways too (a list too short to split
+        // is used whole), so test sentences hold words the tagger never saw.
+        let split = self.split;
+        let of_split = |words: &[&'a str]| {
+            let own = in_split(words, split);
+            if own.is_empty() {
+                words.to_vec()
+            } else {
+                own
+            }
+        };
+        let parts = of_split(&self.compositions[i].0);
+        let sensations = of_split(&self.compositions[i].1);
+        let part = *parts.choose(&mut self.rng)?;
+        let sensation = *sensations.choose(&mut self.rng)?;
         let gaps = in_split(&self.gap_words, self.split);
         let mut text = part.to_string();
         if negation {
