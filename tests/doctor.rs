@@ -1395,8 +1395,9 @@ async fn patients_in_their_own_words() {
         ),
         (
             &[
-                turn("腰疼得直不起来", &["腰痛"], None),
+                turn("右边腰疼得直不起来", &["腰痛"], None),
                 turn("尿有点发红", &["血尿"], Some(true)),
+                turn("还老想尿尿", &["尿频"], Some(true)),
             ],
             "肾结石",
         ),
