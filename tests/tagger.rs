@@ -94,7 +94,8 @@ async fn the_shipped_model_finds_symptoms_over_grpc() {
         ModelsConfig::single("symptom_ner", &base).unwrap(),
     ))
     .await;
-    s.wait_for("symptom_ner", 1, AVAILABLE).await;
+    // The latest shipped version (version 1 stays in the repository for rollback).
+    s.wait_for("symptom_ner", 2, AVAILABLE).await;
     let sentences = [
         "我最近总是头痛，还有点发烧",
         "医生你好，我头疼，但是没有发烧",
