@@ -1,12 +1,14 @@
 //! Reading symptoms out of a patient's message, and mapping the tagger's spans to the
 //! lexicon. Every symptom that leaves here is a canonical name of `symptoms.csv`.
 //!
-//! Three readings of the text are combined:
+//! These readings of the text are combined:
 //! - **surfaces**: the names and aliases of `symptoms.csv`, longest match first (拉肚子, 脑壳疼);
 //! - **compositions**: a body-part word, a few filler characters at most, then a sensation
 //!   word, where `compositions.csv` says what the pair means (嗓子眼儿有点疼 = throat + pain =
 //!   咽痛; 眼睛老是很干 = 眼干), so wording no alias lists is still understood;
-//! - **temperatures**: 38度5, 39.2, 三十八度 at or above 37.3 °C are a fever.
+//! - **temperatures**: 38度5, 39.2, 三十八度 at or above 37.3 °C are a fever;
+//! - **verbs** used as symptoms (老咳, 拉了五六次, 烧起来了), from `verbs.csv`;
+//! - **sounds**: a pinyin-input typo of a surface, one character off (投疼 for 头疼).
 //!
 //! A mention is dropped when a negation governs it: one right before it (没有发烧, 也不太咳嗽,
 //! 一点也不疼), one between the body part and the sensation (头不疼), one after it at the end of
@@ -28,6 +30,8 @@ const NEGATION_REACH: usize = 4;
 /// A tagged span at least this similar (character-bigram Dice) to a surface means its symptom.
 pub const MIN_SIMILARITY: f64 = 0.67;
 
+/// A typo's stray character is used by at most this many words of the symptom vocabulary.
+const MAX_TYPO_CHAR_USES: usize = 2;
 /// Character sequences that contain a negation character but do not negate what follows.
 const NOT_NEGATIONS: &[&str] = &[
     "不停",
@@ -80,6 +84,7 @@ pub enum How {
     Composition,
     Temperature,
     Verb,
+    Sound,
     Similarity,
 }
 
@@ -110,6 +115,23 @@ pub struct Reader {
     longest_verb: usize,
     fever: Option<usize>,
     bigrams: Vec<(usize, HashSet<(char, char)>)>,
+    /// Surfaces by their toneless pinyin (`tou teng` → 头疼), for typos of pinyin input.
+    by_sound: HashMap<String, Vec<(usize, Vec<char>)>>,
+    longest_sound: usize,
+    /// How many words of the symptom vocabulary (surfaces, body parts, sensations) use each
+    /// character: a typo's stray character is one it hardly uses.
+    char_uses: HashMap<char, usize>,
+}
+
+/// The toneless pinyin of `chars`, syllables joined by spaces; `None` when a character has
+/// none (digits, Latin, punctuation).
+fn sound(chars: &[char]) -> Option<String> {
+    use pinyin::ToPinyin;
+    let syllables: Option<Vec<&str>> = chars
+        .iter()
+        .map(|c| c.to_pinyin().map(|p| p.plain()))
+        .collect();
+    Some(syllables?.join(" "))
 }
 
 fn chars(s: &str) -> Vec<char> {
@@ -166,10 +188,15 @@ impl Reader {
             .collect();
         let mut surfaces = HashMap::new();
         let mut bigram_table = Vec::new();
+        let mut by_sound: HashMap<String, Vec<(usize, Vec<char>)>> = HashMap::new();
         for (i, s) in lexicon.symptoms.iter().enumerate() {
             for surface in s.surfaces() {
                 surfaces.insert(surface.to_string(), i);
-                bigram_table.push((i, bigrams(&chars(surface))));
+                let c = chars(surface);
+                bigram_table.push((i, bigrams(&c)));
+                if let Some(key) = sound(&c) {
+                    by_sound.entry(key).or_default().push((i, c));
+                }
             }
         }
         let language = &lexicon.language;
@@ -220,6 +247,38 @@ impl Reader {
             negations,
             negation_ends: set(WordKind::NegationEnd),
             bigrams: bigram_table,
+            longest_sound: by_sound
+                .values()
+                .flatten()
+                .map(|(_, c)| c.len())
+                .max()
+                .unwrap_or(0),
+            by_sound,
+            char_uses: {
+                let mut uses: HashMap<char, usize> = HashMap::new();
+                let words = lexicon
+                    .symptoms
+                    .iter()
+                    .flat_map(|s| s.surfaces())
+                    .chain(
+                        language
+                            .parts
+                            .iter()
+                            .flat_map(|p| p.words.iter().map(String::as_str)),
+                    )
+                    .chain(
+                        language
+                            .sensations
+                            .iter()
+                            .flat_map(|s| s.words.iter().map(String::as_str)),
+                    );
+                for word in words {
+                    for c in word.chars().collect::<HashSet<_>>() {
+                        *uses.entry(c).or_default() += 1;
+                    }
+                }
+                uses
+            },
         }
     }
 
@@ -278,6 +337,9 @@ impl Reader {
                 candidates.push(c);
             }
             if let Some(c) = self.verb_at(&text, i) {
+                candidates.push(c);
+            }
+            if let Some(c) = self.sound_at(&text, i) {
                 candidates.push(c);
             }
         }
@@ -370,6 +432,26 @@ impl Reader {
             }
         }
         out
+    }
+
+    /// A pinyin-input typo of a surface: the same sounds, one character different (投疼 for
+    /// 头疼, 法烧 for 发烧), longest first. The stray character must be one the symptom
+    /// vocabulary hardly uses, or any homophone would do: 一会儿痛 is not 耳痛, 脸通红 not 脸痛.
+    fn sound_at(&self, text: &[char], i: usize) -> Option<Found> {
+        let mut end = i;
+        while end < text.len() && end - i < self.longest_sound && !is_boundary(text, end) {
+            end += 1;
+        }
+        (2..=end - i).rev().find_map(|len| {
+            let span = &text[i..i + len];
+            let key = sound(span)?;
+            let (symptom, _) = self.by_sound.get(&key)?.iter().find(|(_, surface)| {
+                let mut differ = surface.iter().zip(span).filter(|(a, b)| a != b);
+                matches!((differ.next(), differ.next()), (Some((_, typed)), None)
+                    if self.char_uses.get(typed).copied().unwrap_or(0) <= MAX_TYPO_CHAR_USES)
+            })?;
+            Some(self.found(*symptom, i, i + len, How::Sound, false))
+        })
     }
 
     /// A verb used as a symptom: after 老/总/一直/又/还/就 (老咳, 又吐), before 得/不停/起来 (喘得
@@ -734,6 +816,11 @@ mod tests {
         let r = reader();
         assert_eq!(read(&r, "我头痛发烧"), ["头痛", "发热"]);
         assert_eq!(read(&r, "烧到３８度５，拉肚子"), ["发热", "腹泻"]);
+        // Typed by sound: one character off, same pinyin.
+        assert_eq!(read(&r, "投疼了一上午"), ["头痛"]);
+        assert_eq!(read(&r, "今天法烧了"), ["发热"]);
+        assert_eq!(read(&r, "肚子痛，一会儿好一会儿痛"), ["腹痛"]);
+        assert_eq!(read(&r, "咳得小脸通红"), ["咳嗽"]);
     }
 
     #[test]
