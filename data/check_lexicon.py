@@ -174,6 +174,16 @@ def check_language(data_dir, symptoms):
         if k not in kinds:
             err(f"words.csv: missing kind {k!r}")
 
+    verbs = {}
+    for i, (verb, symptom) in load(os.path.join(ld, "verbs.csv"), "verb,symptom", 2):
+        if not WORD_RE.match(verb):
+            err(f"verbs.csv:{i}: verb {verb!r} is not 1-8 Chinese characters")
+        if verb in verbs:
+            err(f"verbs.csv:{i}: verb {verb!r} listed twice")
+        if symptom not in symptoms:
+            err(f"verbs.csv:{i}: unknown symptom {symptom!r}")
+        verbs[verb] = symptom
+
     print(f"language: {len(parts)} parts ({n_part_words} words), {len(sensations)} sensations "
           f"({n_sens_words} words), {len(pairs)} compositions -> "
           f"{len({s for _, (_, _, s) in co_rows})} symptoms, {len(kinds)} word kinds "
