@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The lexicon, its language tables and the hand-written evaluation set are well formed.
+python3 data/check_lexicon.py >/dev/null
+python3 data/eval/check.py >/dev/null
+
 ./scripts/fetch_weights.sh
 ./scripts/setup_python_clients.sh
 ./scripts/setup_services.sh
