@@ -1,9 +1,12 @@
 //! The AI doctor of seed 000, as one thin service over the model server: for each message,
-//! load the user's session (per entry point: WeChat and the chat API never share one); if there was a previous message, ask the relevance model
-//! whether this one continues it (symptoms add up) or starts over (the session resets); ask
-//! the tagger for symptoms; ask the knowledge graph which diseases explain them; answer in
-//! Chinese; save the session with an expiry. Every dependency can fail: the answer then says
-//! what is unavailable, and the next message works again once it is back.
+//! load the user's session (per entry point: WeChat and the chat API never share one); read
+//! the message's symptoms (the tagger's spans and the lexicon's readings, all canonical names:
+//! `crate::lexicon::reader`); if there was a previous message, decide whether this one
+//! continues it (symptoms add up) or starts over (the session resets), by the lexicon's rule
+//! (`relate`) and, where it cannot tell, the relevance model; ask the knowledge graph which
+//! diseases explain the symptoms; answer in Chinese; save the session with an expiry. Every
+//! dependency can fail: the answer then says what is unavailable, and the next message works
+//! again once it is back.
 
 mod connect;
 pub mod eval;
@@ -169,9 +172,6 @@ impl Doctor {
         }
     }
 
-    /// The symptoms of the conversation (`carried` plus those `read` in the message), the diseases
-    /// that explain them, and the reply; a failing dependency is added to `degraded` and
-    /// answered with a fixed text.
     /// The canonical symptoms `text` affirms: the lexicon's readings of it, and the tagger's
     /// spans normalised to the lexicon. A span that maps to no symptom is dropped (and
     /// logged at debug level: it is the patient's words).
@@ -189,6 +189,9 @@ impl Doctor {
         Ok(symptoms)
     }
 
+    /// The symptoms of the conversation (`carried` plus those `read` in the message), the
+    /// diseases that explain them, and the reply; a failing dependency is added to
+    /// `degraded` and answered with a fixed text.
     async fn answer(
         &self,
         user: &SessionKey,
