@@ -99,6 +99,29 @@ def split_words(fname, i, field):
     return ws
 
 
+def check_disease_texts(data_dir, diseases):
+    td = os.path.join(data_dir, "disease_texts")
+    if not os.path.isdir(td):
+        return
+    n = 0
+    for f in sorted(os.listdir(td)):
+        if not f.endswith(".txt"):
+            continue
+        n += 1
+        name = f[:-4]
+        if name not in diseases:
+            err(f"disease_texts/{f}: {name!r} is not a disease of diseases.csv")
+        with open(os.path.join(td, f), encoding="utf-8") as fh:
+            text = fh.read()
+        if not text.startswith(f"# {name}\n"):
+            err(f"disease_texts/{f}: the first line must be '# {name}'")
+        if "\r" in text:
+            err(f"disease_texts/{f}: contains CR characters")
+        if len([p for p in text.split("\n\n")[1:] if p.strip()]) < 2:
+            err(f"disease_texts/{f}: fewer than two paragraphs")
+    print(f"disease texts: {n} files")
+
+
 def check_language(data_dir, symptoms):
     ld = os.path.join(data_dir, "language")
     if not os.path.isdir(ld):
@@ -284,6 +307,7 @@ def main():
             err(f"symptom {s!r} is not linked to any disease")
 
     check_language(data_dir, symptoms)
+    check_disease_texts(data_dir, diseases)
 
     # ---- counts ----
     if len(sym_rows) < MIN_SYMPTOMS:
