@@ -1436,3 +1436,147 @@ async fn patients_in_their_own_words() {
         }
     }
 }
+
+/// Runs `doctor_facade build-graph` on `texts` against the model server and the graph;
+/// returns what it printed.
+async fn build_graph(
+    models: &Models,
+    arcade: &Arcade,
+    texts: &std::path::Path,
+    out: &std::path::Path,
+) -> String {
+    let (port, url) = (models.port, arcade.url());
+    let (texts, out) = (texts.to_path_buf(), out.to_path_buf());
+    let run = move || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_doctor_facade"))
+            .current_dir(repo_root())
+            .args([
+                "build-graph",
+                &format!("--texts={}", texts.display()),
+                &format!("--out={}", out.display()),
+                &format!("--model_server=127.0.0.1:{port}"),
+                &format!("--graph_url={url}"),
+                "--graph_user=root",
+                "--graph_database=graphdb",
+                "--batch_size=2",
+            ])
+            .env("GRAPH_PASSWORD", ARCADE_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    tokio::task::spawn_blocking(run).await.unwrap()
+}
+
+/// Seed 000's offline pipeline end to end: texts → the tagger over gRPC → the lexicon →
+/// reviewed decisions → links merged into a real Bolt graph; rerunning adds nothing, and a
+/// text whose symptoms are all negated adds no link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_pipeline_grows_the_graph_from_texts() {
+    let arcade = Arcade::start();
+    let models = Models::start();
+    models.ready().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (texts, out) = (dir.path().join("texts"), dir.path().join("structured"));
+    std::fs::create_dir_all(&texts).unwrap();
+    for (disease, body) in [
+        ("感冒", "多由病毒引起。常见鼻塞、流清鼻涕、打喷嚏，可伴嗓子疼和低烧。\n\n一般不伴有腹泻，查血常规多正常。"),
+        ("偏头痛", "发作时一侧头痛，一跳一跳的，常伴恶心、怕光。"),
+        ("痛风", "这里只写它不会引起咳嗽，也没有发热和腹泻。"),
+    ] {
+        std::fs::write(texts.join(format!("{disease}.txt")), format!("# {disease}\n\n{body}\n")).unwrap();
+    }
+
+    let first = build_graph(&models, &arcade, &texts, &out).await;
+    let graph = neo4rs::Graph::connect(
+        neo4rs::ConfigBuilder::default()
+            .uri(arcade.url())
+            .user("root")
+            .password(ARCADE_PASSWORD)
+            .db("graphdb")
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let links = |disease: &str| {
+        format!("MATCH (s:Symptom)-[:SYMPTOM_OF]->(d:Disease {{name: '{disease}'}}) RETURN count(s) AS n")
+    };
+    let linked = |disease: &'static str, symptom: &'static str| {
+        format!("MATCH (s:Symptom {{name: '{symptom}'}})-[:SYMPTOM_OF]->(d:Disease {{name: '{disease}'}}) RETURN count(s) AS n")
+    };
+    for symptom in ["鼻塞", "流鼻涕", "打喷嚏", "咽痛", "发热"] {
+        assert_eq!(
+            count(&graph, &linked("感冒", symptom)).await,
+            1,
+            "感冒 → {symptom}: {first}"
+        );
+    }
+    for symptom in ["头痛", "恶心", "畏光"] {
+        assert_eq!(
+            count(&graph, &linked("偏头痛", symptom)).await,
+            1,
+            "偏头痛 → {symptom}: {first}"
+        );
+    }
+    assert_eq!(
+        count(&graph, &linked("感冒", "腹泻")).await,
+        0,
+        "a negated symptom is no link"
+    );
+    assert_eq!(
+        count(&graph, &links("痛风")).await,
+        0,
+        "only negated symptoms: {first}"
+    );
+    let total = count(
+        &graph,
+        "MATCH (s:Symptom)-[r:SYMPTOM_OF]->(d:Disease) RETURN count(r) AS n",
+    )
+    .await;
+    assert!(
+        first.contains(&format!(
+            "{total} disease-symptom links: {total} added, 0 unchanged"
+        )),
+        "{first}"
+    );
+
+    // Every decision is in the CSV, with its reason.
+    let csv = std::fs::read_to_string(out.join("reviewed.csv")).unwrap();
+    assert!(
+        csv.starts_with("disease,symptom,span,decision,reason,score,sentence"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("感冒,腹泻,") && l.contains(",rejected,negated,")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("痛风,咳嗽,") && l.contains(",rejected,negated,")),
+        "{csv}"
+    );
+
+    // Idempotent: the same texts again add nothing and change nothing.
+    let second = build_graph(&models, &arcade, &texts, &out).await;
+    assert!(
+        second.contains(&format!(
+            "{total} disease-symptom links: 0 added, {total} unchanged"
+        )),
+        "{second}"
+    );
+    assert_eq!(
+        count(
+            &graph,
+            "MATCH (s:Symptom)-[r:SYMPTOM_OF]->(d:Disease) RETURN count(r) AS n"
+        )
+        .await,
+        total
+    );
+}

@@ -9,6 +9,7 @@
 //!     doctor_facade --wechat_token=secret --chat_api_token=other    # everything embedded
 //!     doctor_facade --redis_url=redis://127.0.0.1/ --graph_url=bolt://127.0.0.1:7687 --graph_password=...
 //!     doctor_facade load-graph --graph_url=bolt://127.0.0.1:7687 --graph_password=...
+//!     doctor_facade build-graph --texts data/disease_texts --dry_run
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use candle_serving::doctor::graph::{
     BoltKnowledgeGraph, BoltSettings, EmbeddedGraph, KnowledgeGraph,
 };
 use candle_serving::doctor::model_client::ModelClient;
+use candle_serving::doctor::pipeline::{build, read_texts, sentences, BuildOptions};
 use candle_serving::doctor::redis_conn::RedisConnection;
 use candle_serving::doctor::replay::{window_for, RedisReplay, ReplayGuard};
 use candle_serving::doctor::session::{
@@ -54,6 +56,30 @@ enum Command {
         graph: GraphArgs,
         #[arg(long, default_value = "data")]
         data: PathBuf,
+    },
+    /// Seed 000's offline pipeline: disease descriptions → symptom_ner (over gRPC) → the
+    /// lexicon → reviewed decisions (CSV) → links merged into the Bolt graph.
+    BuildGraph {
+        #[command(flatten)]
+        graph: GraphArgs,
+        /// A folder of `<disease>.txt` files (`# <disease>` heading, then text).
+        #[arg(long, default_value = "data/disease_texts")]
+        texts: PathBuf,
+        /// Where `reviewed.csv` (every decision, its reason and score) goes.
+        #[arg(long, default_value = "structured")]
+        out: PathBuf,
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(long = "model_server", default_value = "127.0.0.1:8500")]
+        model_server: String,
+        #[arg(long = "ner_model", default_value = "symptom_ner")]
+        ner_model: String,
+        /// Sentences per tagger request.
+        #[arg(long = "batch_size", default_value_t = 32)]
+        batch_size: usize,
+        /// Compare with the graph (or, without --graph_url, with data/) but write nothing to it.
+        #[arg(long = "dry_run")]
+        dry_run: bool,
     },
 }
 
@@ -156,6 +182,50 @@ fn bolt(graph: &GraphArgs, url: &str) -> BoltKnowledgeGraph {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.serve.log_format);
+    if let Some(Command::BuildGraph {
+        graph,
+        texts,
+        out,
+        data,
+        model_server,
+        ner_model,
+        batch_size,
+        dry_run,
+    }) = cli.command
+    {
+        let lexicon = Lexicon::load(&data).map_err(anyhow::Error::msg)?;
+        let texts = read_texts(&texts, &lexicon).map_err(anyhow::Error::msg)?;
+        let models = ModelClient::new(
+            &model_server,
+            &ner_model,
+            "dialog_relevance",
+            Duration::from_secs(30),
+        )?;
+        let bolt_graph = graph.graph_url.as_deref().map(|url| bolt(&graph, url));
+        let total: usize = texts.iter().map(|t| sentences(&t.text).len()).sum();
+        let bar = indicatif::ProgressBar::new(total as u64).with_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} sentences {elapsed}")
+                .expect("a valid template"),
+        );
+        let summary = build(
+            &models,
+            &lexicon,
+            &texts,
+            &BuildOptions {
+                out: Some(&out),
+                graph: bolt_graph.as_ref(),
+                dry_run,
+                batch: batch_size,
+            },
+            |n| bar.inc(n as u64),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        bar.finish_and_clear();
+        println!("{summary}");
+        println!("every decision: {}", out.join("reviewed.csv").display());
+        return Ok(());
+    }
     if let Some(Command::LoadGraph { graph, data }) = cli.command {
         let url = graph
             .graph_url

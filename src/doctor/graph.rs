@@ -219,6 +219,62 @@ impl BoltKnowledgeGraph {
         Ok(rank(found, limit))
     }
 
+    /// Every (disease, symptom) link the graph holds.
+    pub async fn links(&self) -> Result<BTreeSet<(String, String)>, GraphError> {
+        let graph = self.graph().await?;
+        let mut rows = graph
+            .execute(query(
+                "MATCH (s:Symptom)-[:SYMPTOM_OF]->(d:Disease) RETURN d.name AS disease, s.name AS symptom",
+            ))
+            .await
+            .map_err(|e| GraphError(format!("query failed: {e}")))?;
+        let mut links = BTreeSet::new();
+        while let Some(row) = rows
+            .next()
+            .await
+            .map_err(|e| GraphError(format!("reading results failed: {e}")))?
+        {
+            let field = |k: &str| {
+                row.get::<String>(k)
+                    .map_err(|e| GraphError(format!("result field `{k}`: {e}")))
+            };
+            links.insert((field("disease")?, field("symptom")?));
+        }
+        Ok(links)
+    }
+
+    /// Merges (disease, symptom) links into the graph, nodes included, idempotently
+    /// (MERGE); returns how many were new and how many it already had.
+    pub async fn merge_links(
+        &self,
+        links: &BTreeSet<(String, String)>,
+    ) -> Result<(usize, usize), GraphError> {
+        let existing = self.links().await?;
+        let new: Vec<&(String, String)> = links.iter().filter(|l| !existing.contains(*l)).collect();
+        let graph = self.graph().await?;
+        for chunk in new.chunks(200) {
+            let rows: Vec<HashMap<String, String>> = chunk
+                .iter()
+                .map(|(d, s)| {
+                    HashMap::from([
+                        ("disease".to_string(), d.clone()),
+                        ("symptom".to_string(), s.clone()),
+                    ])
+                })
+                .collect();
+            graph
+                .run(
+                    query(
+                        "UNWIND $rows AS r MERGE (s:Symptom {name: r.symptom}) MERGE (d:Disease {name: r.disease}) MERGE (s)-[:SYMPTOM_OF]->(d)",
+                    )
+                    .param("rows", rows),
+                )
+                .await
+                .map_err(|e| GraphError(format!("writing failed: {e}")))?;
+        }
+        Ok((new.len(), links.len() - new.len()))
+    }
+
     /// Writes the lexicon into the graph, idempotently (MERGE), in batches: symptoms,
     /// diseases with their department and description, and the links. Returns the number
     /// of links written.

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod expiring;
 pub mod graph;
 pub mod model_client;
+pub mod pipeline;
 pub mod redis_conn;
 pub mod relate;
 pub mod replay;

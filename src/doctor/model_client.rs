@@ -171,28 +171,72 @@ impl ModelClient {
 
     /// The entities the tagger finds in `text`.
     pub async fn entities(&self, text: &str) -> Result<Vec<Mention>, ModelError> {
+        let mut rows = self.entities_batch(&[text]).await?;
+        Ok(rows.pop().unwrap_or_default())
+    }
+
+    /// The entities the tagger finds in each of `texts`, in one request.
+    pub async fn entities_batch(&self, texts: &[&str]) -> Result<Vec<Vec<Mention>>, ModelError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         let outputs = self
-            .predict(&self.ner_model, vec![("text", Tensor::strings([text]))])
+            .predict(&self.ner_model, vec![("text", Tensor::strings(texts))])
             .await?;
-        let strings = |name: &str| -> Result<Vec<String>, ModelError> {
-            match outputs.get(name).map(Tensor::data) {
-                Some(TensorData::String(v)) => Ok(v
-                    .iter()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .collect()),
-                _ => Err(ModelError(format!(
-                    "`{}` returned no `{name}` strings; is it a tagger?",
-                    self.ner_model
-                ))),
+        let strings = |name: &str| -> Result<(Vec<String>, Vec<usize>), ModelError> {
+            match outputs.get(name) {
+                Some(t) => match t.data() {
+                    TensorData::String(v) => Ok((
+                        v.iter()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .collect(),
+                        t.shape().to_vec(),
+                    )),
+                    _ => Err(self.not_a_tagger(name)),
+                },
+                None => Err(self.not_a_tagger(name)),
             }
         };
-        let (texts, kinds) = (strings("entities")?, strings("entity_types")?);
-        Ok(texts
-            .into_iter()
-            .zip(kinds)
-            .filter(|(t, _)| !t.is_empty())
-            .map(|(text, kind)| Mention { text, kind })
+        let ((names, shape), (kinds, _)) = (strings("entities")?, strings("entity_types")?);
+        // [batch, width]: one row of entities per text, padded with empty strings.
+        let width = match shape.as_slice() {
+            [rows, width] if *rows == texts.len() => *width,
+            [width] if texts.len() == 1 => *width,
+            _ => {
+                return Err(ModelError(format!(
+                    "`{}` answered entities of shape {shape:?} for {} texts",
+                    self.ner_model,
+                    texts.len()
+                )))
+            }
+        };
+        if names.len() != kinds.len() || names.len() != width * texts.len() {
+            return Err(ModelError(format!(
+                "`{}` answered {} entities and {} types for {} texts of width {width}",
+                self.ner_model,
+                names.len(),
+                kinds.len(),
+                texts.len()
+            )));
+        }
+        Ok((0..texts.len())
+            .map(|row| {
+                (row * width..(row + 1) * width)
+                    .filter(|&i| !names[i].is_empty())
+                    .map(|i| Mention {
+                        text: names[i].clone(),
+                        kind: kinds[i].clone(),
+                    })
+                    .collect()
+            })
             .collect())
+    }
+
+    fn not_a_tagger(&self, output: &str) -> ModelError {
+        ModelError(format!(
+            "`{}` returned no `{output}` strings; is it a tagger?",
+            self.ner_model
+        ))
     }
 
     /// Whether `new` continues `previous`, and the probability of that.

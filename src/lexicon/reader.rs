@@ -30,6 +30,8 @@ const NEGATION_REACH: usize = 4;
 /// A tagged span at least this similar (character-bigram Dice) to a surface means its symptom.
 pub const MIN_SIMILARITY: f64 = 0.67;
 
+/// Function characters are too common to be taken for a typo (夜间可加重 is no 夜间咳).
+const FUNCTION_CHARS: &str = "可是有在了的也都就还和要会能到说着过把被让给跟对从向以为与及或而但很";
 /// A typo's stray character is used by at most this many words of the symptom vocabulary.
 const MAX_TYPO_CHAR_USES: usize = 2;
 /// Character sequences that contain a negation character but do not negate what follows.
@@ -395,18 +397,20 @@ impl Reader {
         else {
             return out;
         };
-        let mut start = i;
         let mut k = i + plen;
         let mut gap = 0;
         let mut negated = false;
-        while k < text.len() && gap <= MAX_GAP && !is_boundary(text, k) {
+        // A list separator ends the part's reach too (糖尿病、血脂 is no 血尿).
+        while k < text.len() && gap <= MAX_GAP && !is_boundary(text, k) && text[k] != '、' {
             if let Some((sensation, slen)) =
                 Self::longest_at(&self.sensations, self.longest_sensation, text, k, 1)
             {
                 if let Some(&symptom) = self.compose.get(&(part, sensation)) {
-                    out.push(self.found(symptom, start, k + slen, How::Composition, negated));
+                    // A chained sensation's span is its own word: a longer reading of the
+                    // same characters (嗓子疼和低烧: 低烧 is a fever) wins over it.
+                    let from = if out.is_empty() { i } else { k };
+                    out.push(self.found(symptom, from, k + slen, How::Composition, negated));
                     // The next sensation may hang on the same part: 又红又痒, 又干又苦.
-                    start = k + slen;
                     k += slen;
                     gap = 0;
                     continue;
@@ -448,7 +452,8 @@ impl Reader {
             let (symptom, _) = self.by_sound.get(&key)?.iter().find(|(_, surface)| {
                 let mut differ = surface.iter().zip(span).filter(|(a, b)| a != b);
                 matches!((differ.next(), differ.next()), (Some((_, typed)), None)
-                    if self.char_uses.get(typed).copied().unwrap_or(0) <= MAX_TYPO_CHAR_USES)
+                    if self.char_uses.get(typed).copied().unwrap_or(0) <= MAX_TYPO_CHAR_USES
+                        && !FUNCTION_CHARS.contains(*typed))
             })?;
             Some(self.found(*symptom, i, i + len, How::Sound, false))
         })
@@ -821,6 +826,9 @@ mod tests {
         assert_eq!(read(&r, "今天法烧了"), ["发热"]);
         assert_eq!(read(&r, "肚子痛，一会儿好一会儿痛"), ["腹痛"]);
         assert_eq!(read(&r, "咳得小脸通红"), ["咳嗽"]);
+        assert!(read(&r, "夜间可加重").is_empty());
+        assert_eq!(read(&r, "嗓子疼和低烧"), ["咽痛", "发热"]);
+        assert!(read(&r, "增加糖尿病、血脂异常的风险").is_empty());
     }
 
     #[test]
