@@ -156,7 +156,7 @@ async fn the_shipped_model_finds_symptoms_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert_eq!(e.message(), "model `symptom_ner` version 1: input `text`[1] has 600 characters; this model takes at most 512");
+    assert_eq!(e.message(), "model `symptom_ner` version 2: input `text`[1] has 600 characters; this model takes at most 512");
 
     // The limit is stated in the metadata, as the name of the text dimension.
     let m = s

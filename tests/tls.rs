@@ -142,7 +142,7 @@ channel = grpc.secure_channel("localhost:" + os.environ["GRPC_PORT"], creds)
 stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 request = predict_pb2.PredictRequest()
 request.model_spec.name = "symptom_ner"
-request.inputs["text"].CopyFrom(tf.make_tensor_proto(["我头痛发烧"]))
+request.inputs["text"].CopyFrom(tf.make_tensor_proto(["我头痛，还有点发烧"]))
 response = stub.Predict(request, timeout=30)
 print("grpc entities", [e.decode() for e in response.outputs["entities"].string_val if e])
 
