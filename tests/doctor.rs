@@ -345,13 +345,14 @@ async fn conversation(facade: &Facade, user: &str) {
     assert_eq!(stranger["degraded"], json!([]));
 }
 
-async fn write_graph(arcade: &Arcade) {
+/// Runs `doctor_facade <args>` against the ArcadeDB graph; returns what it printed.
+async fn graph_command(arcade: &Arcade, args: Vec<String>) -> String {
     let url = arcade.url();
     let run = move || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_doctor_facade"))
             .current_dir(repo_root())
+            .args(&args)
             .args([
-                "load-graph",
                 &format!("--graph_url={url}"),
                 "--graph_user=root",
                 "--graph_database=graphdb",
@@ -366,7 +367,11 @@ async fn write_graph(arcade: &Arcade) {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let printed = tokio::task::spawn_blocking(run).await.unwrap();
+    tokio::task::spawn_blocking(run).await.unwrap()
+}
+
+async fn write_graph(arcade: &Arcade) {
+    let printed = graph_command(arcade, vec!["load-graph".into()]).await;
     assert!(printed.contains("wrote"), "{printed}");
 }
 
@@ -1445,32 +1450,14 @@ async fn build_graph(
     texts: &std::path::Path,
     out: &std::path::Path,
 ) -> String {
-    let (port, url) = (models.port, arcade.url());
-    let (texts, out) = (texts.to_path_buf(), out.to_path_buf());
-    let run = move || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_doctor_facade"))
-            .current_dir(repo_root())
-            .args([
-                "build-graph",
-                &format!("--texts={}", texts.display()),
-                &format!("--out={}", out.display()),
-                &format!("--model_server=127.0.0.1:{port}"),
-                &format!("--graph_url={url}"),
-                "--graph_user=root",
-                "--graph_database=graphdb",
-                "--batch_size=2",
-            ])
-            .env("GRAPH_PASSWORD", ARCADE_PASSWORD)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
-    tokio::task::spawn_blocking(run).await.unwrap()
+    let args = vec![
+        "build-graph".to_string(),
+        format!("--texts={}", texts.display()),
+        format!("--out={}", out.display()),
+        format!("--model_server=127.0.0.1:{}", models.port),
+        "--batch_size=2".to_string(),
+    ];
+    graph_command(arcade, args).await
 }
 
 /// Seed 000's offline pipeline end to end: texts → the tagger over gRPC → the lexicon →

@@ -114,10 +114,13 @@ impl Doctor {
         let new_symptoms = read.as_ref().map_or(&[][..], Vec::as_slice);
         let related = match &previous {
             Some(p) if !p.last_message.is_empty() => {
-                match self
-                    .relatedness
-                    .decide(&p.last_message, &p.symptoms, text, new_symptoms)
-                {
+                match self.relatedness.decide(
+                    &self.reader,
+                    &p.last_message,
+                    &p.symptoms,
+                    text,
+                    new_symptoms,
+                ) {
                     Some((related, why)) => {
                         tracing::debug!(user = %key, related, ?why, "relatedness by the lexicon");
                         Some(related)

@@ -37,7 +37,6 @@ pub enum Why {
 /// The lexicon's knowledge the rule uses.
 #[derive(Debug, Clone)]
 pub struct Relatedness {
-    reader: Reader,
     system: HashMap<String, String>,
     diseases: HashMap<String, BTreeSet<String>>,
     people: Vec<Vec<String>>,
@@ -62,7 +61,6 @@ impl Relatedness {
         let mut about = words(WordKind::ComplaintQuestion);
         about.extend(words(WordKind::DurationSeverity));
         Relatedness {
-            reader: Reader::new(lexicon),
             system: lexicon
                 .symptoms
                 .iter()
@@ -87,9 +85,10 @@ impl Relatedness {
 
     /// Whether `new_text` (whose symptoms are `new`) continues a conversation whose last
     /// message was `before_text` and whose symptoms so far are `before`; `None` when only
-    /// the relevance model can tell.
+    /// the relevance model can tell. `reader` is the doctor's, built from the same lexicon.
     pub fn decide(
         &self,
+        reader: &Reader,
         before_text: &str,
         before: &[String],
         new_text: &str,
@@ -132,7 +131,7 @@ impl Relatedness {
                 return Some((true, Why::SharedDisease));
             }
             // 疼得睡不着: the pain already talked about, and what it does.
-            if self.reader.bare_sensation(new_text) {
+            if reader.bare_sensation(new_text) {
                 return Some((true, Why::AboutTheComplaint));
             }
             return Some((false, Why::NewSystem));
@@ -157,7 +156,7 @@ impl Relatedness {
         if shift {
             return Some((false, Why::NewTopic));
         }
-        if after_a_complaint && self.reader.bare_sensation(new_text) {
+        if after_a_complaint && reader.bare_sensation(new_text) {
             return Some((true, Why::AboutTheComplaint));
         }
         None
@@ -174,6 +173,7 @@ mod tests {
         let reader = Reader::new(&lexicon);
         let rule = Relatedness::new(&lexicon);
         rule.decide(
+            &reader,
             first,
             &reader.symptoms(first),
             second,

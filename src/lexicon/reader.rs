@@ -171,13 +171,17 @@ fn bigrams(s: &[char]) -> HashSet<(char, char)> {
     s.windows(2).map(|w| (w[0], w[1])).collect()
 }
 
-/// Character-bigram Dice similarity of two strings.
-pub fn similarity(a: &[char], b: &[char]) -> f64 {
-    let (x, y) = (bigrams(a), bigrams(b));
+/// Dice coefficient of two bigram sets (0 when either is empty).
+fn dice(x: &HashSet<(char, char)>, y: &HashSet<(char, char)>) -> f64 {
     if x.is_empty() || y.is_empty() {
         return 0.0;
     }
-    2.0 * x.intersection(&y).count() as f64 / (x.len() + y.len()) as f64
+    2.0 * x.intersection(y).count() as f64 / (x.len() + y.len()) as f64
+}
+
+/// Character-bigram Dice similarity of two strings.
+pub fn similarity(a: &[char], b: &[char]) -> f64 {
+    dice(&bigrams(a), &bigrams(b))
 }
 
 impl Reader {
@@ -664,25 +668,20 @@ impl Reader {
     /// The canonical symptoms a tagged span of `text` stands for: what the readings find
     /// inside it, else the most similar surface when it is similar enough; none otherwise.
     pub fn normalise(&self, span: &str) -> Vec<(String, How)> {
-        let inside = self.symptoms(span);
-        if !inside.is_empty() {
-            let how = self.scan(span).first().map_or(How::Surface, |f| f.how);
-            return inside.into_iter().map(|s| (s, how)).collect();
+        let mut inside: Vec<(String, How)> = Vec::new();
+        for f in self.scan(span).into_iter().filter(|f| !f.negated) {
+            if !inside.iter().any(|(s, _)| *s == f.symptom) {
+                inside.push((f.symptom, f.how));
+            }
         }
-        let span_chars = fold(span);
+        if !inside.is_empty() {
+            return inside;
+        }
+        let grams = bigrams(&fold(span));
         let best = self
             .bigrams
             .iter()
-            .map(|(symptom, grams)| {
-                let x = bigrams(&span_chars);
-                let shared = x.intersection(grams).count();
-                let score = if x.is_empty() || grams.is_empty() {
-                    0.0
-                } else {
-                    2.0 * shared as f64 / (x.len() + grams.len()) as f64
-                };
-                (score, *symptom)
-            })
+            .map(|(symptom, surface)| (dice(&grams, surface), *symptom))
             .max_by(|a, b| a.0.total_cmp(&b.0));
         match best {
             Some((score, symptom)) if score >= MIN_SIMILARITY => {
