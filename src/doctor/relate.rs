@@ -83,6 +83,32 @@ impl Relatedness {
             .any(|group| contains_any(text, group) && !contains_any(before, group))
     }
 
+    /// Whether `text` is about another person than `before`: after any topic-shift words
+    /// and a possessive (我, 我家), it opens with a person `before` does not mention
+    /// (我儿子最近近视了). A person named later is context, not the subject (会传染吗，家里有老人).
+    fn another_subject(&self, before: &str, text: &str) -> bool {
+        let opens_with_person =
+            |t: &str| self.people.iter().flatten().any(|w| t.starts_with(w.as_str()));
+        let mut rest = text;
+        let subject = loop {
+            let t = rest.trim_start_matches(|c: char| {
+                c.is_whitespace() || c.is_ascii_punctuation() || "，。！？、：；…".contains(c)
+            });
+            let shift = self.topic_shift.iter().map(String::as_str).find(|w| t.starts_with(w));
+            // 我妈 is a person word that starts with 我: drop 我 only before something else.
+            let own = ["我的", "我家", "咱家", "俺家", "我"]
+                .into_iter()
+                .find(|w| t.starts_with(w) && !opens_with_person(t));
+            match shift.or(own) {
+                Some(w) => rest = &t[w.len()..],
+                None => break t,
+            }
+        };
+        self.people.iter().any(|group| {
+            !contains_any(before, group) && group.iter().any(|w| subject.starts_with(w.as_str()))
+        })
+    }
+
     /// Whether `new_text` (whose symptoms are `new`) continues a conversation whose last
     /// message was `before_text` and whose symptoms so far are `before`; `None` when only
     /// the relevance model can tell. `reader` is the doctor's, built from the same lexicon.
@@ -141,6 +167,10 @@ impl Relatedness {
         // greetings; then a new topic announced; then a sensation with no body part.
         if contains_any(new_text, &self.logistics) {
             return Some((false, Why::NotAComplaint));
+        }
+        // 我老婆怀孕了，能吃什么: a question, but about someone else.
+        if self.another_subject(before_text, new_text) {
+            return Some((false, Why::AnotherPerson));
         }
         let chit_chat = |t: &str| {
             contains_any(t, &self.closing)
@@ -225,6 +255,15 @@ mod tests {
         );
         assert_eq!(
             decide("孩子咳嗽", "我妈最近睡眠不好"),
+            Some((false, Why::AnotherPerson))
+        );
+        // A message about someone else, even a question, is a new topic.
+        assert_eq!(
+            decide("我胃疼", "我女儿下个月要打疫苗，要注意什么"),
+            Some((false, Why::AnotherPerson))
+        );
+        assert_eq!(
+            decide("头晕", "对了，我家狗狗这两天不吃东西"),
             Some((false, Why::AnotherPerson))
         );
         // Another person mentioned as context is no new patient.
