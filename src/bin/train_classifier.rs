@@ -8,6 +8,8 @@
 //!     train_classifier train --corpus relevance --fresh --out model_repo/dialog_relevance/1
 //!     train_classifier train --from model_repo/minilm/1 --train pairs.jsonl --dev dev.jsonl --out /tmp/m/1
 //!     train_classifier evaluate --model model_repo/dialog_relevance/1 --corpus relevance
+//!     train_classifier train --corpus review --fresh --out model_repo/entity_review/1
+//!     train_classifier evaluate --model model_repo/entity_review/1 --spans data/eval/review_spans.jsonl
 //!     train_classifier predict --model model_repo/dialog_relevance/1 我头痛 还有点发烧
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use candle_serving::train::bert_folder::train_wordpiece;
 use candle_serving::train::classifier::{train_classifier, ClassifierOptions, Example, Start};
 use candle_serving::train::corpus::ner::Split;
 use candle_serving::train::corpus::relevance::{PairGenerator, LABELS};
+use candle_serving::train::corpus::review::{self, ReviewGenerator};
 
 #[derive(Parser)]
 #[command(
@@ -40,8 +43,9 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Data {
-    /// A built-in corpus: `relevance` (Chinese patient-message pairs from the lexicon).
-    #[arg(long, value_parser = ["relevance"])]
+    /// A built-in corpus: `relevance` (Chinese patient-message pairs from the lexicon) or
+    /// `review` (candidate symptom spans with their sentence, for the entity review model).
+    #[arg(long, value_parser = ["relevance", "review"])]
     corpus: Option<String>,
     /// JSON lines {"text": ..., "text_pair": ... (optional), "label": ...} for training.
     #[arg(long)]
@@ -116,6 +120,10 @@ struct EvaluateArgs {
     /// Also print this many misclassified examples.
     #[arg(long, default_value_t = 0)]
     errors: usize,
+    /// Evaluate an entity review model on hand-written candidate spans instead: JSON lines
+    /// {"sentence", "span", "occurrence" (optional), "label": "symptom" | "not"}.
+    #[arg(long)]
+    spans: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -146,6 +154,33 @@ fn read_jsonl(path: &PathBuf) -> anyhow::Result<Vec<(String, Option<String>, Str
         .collect()
 }
 
+/// Hand-written candidate spans as the review model reads them.
+fn read_review_spans(path: &Path) -> anyhow::Result<Vec<Example>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).with_context(at)?;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+        let sentence: Vec<char> = field("sentence").chars().collect();
+        let occurrence = v.get("occurrence").and_then(|x| x.as_u64()).unwrap_or(0) as usize;
+        let (start, end) = candle_serving::lexicon::review::locate(&sentence, field("span"), occurrence)
+            .with_context(|| format!("{}: the span is not in the sentence", at()))?;
+        let label = review::LABELS
+            .iter()
+            .position(|l| *l == field("label"))
+            .with_context(|| format!("{}: label must be one of {:?}", at(), review::LABELS))?;
+        let (span, context) = candle_serving::lexicon::review::review_input(&sentence, start, end);
+        out.push(Example {
+            text: span,
+            pair: Some(context),
+            label: label as u32,
+        });
+    }
+    Ok(out)
+}
+
 /// Class labels, then the train, dev and test examples.
 type Dataset = (Vec<String>, Vec<Example>, Vec<Example>, Vec<Example>);
 
@@ -172,11 +207,31 @@ fn load_data(data: &Data) -> anyhow::Result<Dataset> {
                 examples(Split::Test, data.seed + 2, data.test_size),
             ))
         }
+        Some("review") => {
+            let lexicon = Lexicon::load(&data.lexicon).map_err(anyhow::Error::msg)?;
+            let examples = |split, seed, n| -> Vec<Example> {
+                ReviewGenerator::new(&lexicon, seed)
+                    .corpus(split, n)
+                    .into_iter()
+                    .map(|c| Example {
+                        text: c.span,
+                        pair: Some(c.context),
+                        label: c.real as u32,
+                    })
+                    .collect()
+            };
+            Ok((
+                review::LABELS.iter().map(|s| s.to_string()).collect(),
+                examples(Split::Train, data.seed, data.train_size),
+                examples(Split::Dev, data.seed + 1, data.dev_size),
+                examples(Split::Test, data.seed + 2, data.test_size),
+            ))
+        }
         _ => {
             let dev_file = data
                 .dev
                 .as_ref()
-                .context("give --corpus relevance, or --dev (and --train) JSON-lines files")?;
+                .context("give --corpus relevance|review, or --dev (and --train) JSON-lines files")?;
             let train = data
                 .train
                 .as_ref()
@@ -267,7 +322,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (labels, train, dev, test) = load_data(&data)?;
     if train.is_empty() {
-        bail!("no training data: give --corpus relevance or --train FILE");
+        bail!("no training data: give --corpus relevance|review or --train FILE");
     }
     println!(
         "{} train / {} dev / {} test examples; classes {labels:?}",
@@ -345,12 +400,22 @@ fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
         data,
         model,
         errors,
+        spans,
     } = args;
     let servable = load_model(&model)?;
-    let (labels, _, _, test) = load_data(&Data {
-        train_size: 0,
-        ..data
-    })?;
+    let (labels, test) = match spans {
+        Some(path) => (
+            review::LABELS.iter().map(|s| s.to_string()).collect(),
+            read_review_spans(&path)?,
+        ),
+        None => {
+            let (labels, _, _, test) = load_data(&Data {
+                train_size: 0,
+                ..data
+            })?;
+            (labels, test)
+        }
+    };
     let (mut correct, mut shown) = (0, 0);
     for chunk in test.chunks(64) {
         let texts = chunk.iter().map(|e| e.text.clone()).collect();

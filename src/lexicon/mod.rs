@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 pub mod language;
 pub mod reader;
+pub mod review;
 
 pub use language::{Language, WordKind};
 pub use reader::Reader;

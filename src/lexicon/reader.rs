@@ -156,6 +156,14 @@ fn is_boundary(text: &[char], i: usize) -> bool {
 }
 
 /// Full-width digits and letters to ASCII, ASCII to lower case: 38．5 and ３８度 read as 38.5.
+/// A symptom and where the text says it, in characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub symptom: String,
+    pub start: usize,
+    pub end: usize,
+}
+
 pub fn fold(text: &str) -> Vec<char> {
     text.chars()
         .map(|c| match c {
@@ -695,13 +703,30 @@ impl Reader {
     /// `spans` (substrings of `text`) normalise to where no reading covers them. Negated
     /// mentions are left out; spans that map to nothing are returned apart, for the log.
     pub fn read_with_spans(&self, text: &str, spans: &[String]) -> (Vec<String>, Vec<String>) {
-        let found = self.scan(text);
+        let (located, dropped) = self.locate_with_spans(text, spans);
         let mut symptoms: Vec<String> = Vec::new();
-        for f in found.iter().filter(|f| !f.negated) {
-            if !symptoms.contains(&f.symptom) {
-                symptoms.push(f.symptom.clone());
+        for l in located {
+            if !symptoms.contains(&l.symptom) {
+                symptoms.push(l.symptom);
             }
         }
+        (symptoms, dropped)
+    }
+
+    /// Like [`Reader::read_with_spans`], each symptom with the characters of `text` that
+    /// said it (a symptom said twice comes twice), for a reviewer that judges mentions in
+    /// their context.
+    pub fn locate_with_spans(&self, text: &str, spans: &[String]) -> (Vec<Located>, Vec<String>) {
+        let found = self.scan(text);
+        let mut located: Vec<Located> = found
+            .iter()
+            .filter(|f| !f.negated)
+            .map(|f| Located {
+                symptom: f.symptom.clone(),
+                start: f.start,
+                end: f.end,
+            })
+            .collect();
         let folded = fold(text);
         let mut dropped = Vec::new();
         for span in spans {
@@ -722,13 +747,10 @@ impl Reader {
             if mapped.is_empty() {
                 dropped.push(span.clone());
             }
-            for (s, _) in mapped {
-                if !symptoms.contains(&s) {
-                    symptoms.push(s);
-                }
-            }
+            let (start, end) = at.map_or((0, folded.len()), |a| (a, a + span_chars.len()));
+            located.extend(mapped.into_iter().map(|(symptom, _)| Located { symptom, start, end }));
         }
-        (symptoms, dropped)
+        (located, dropped)
     }
 }
 

@@ -402,11 +402,14 @@ const FIXED_DURATIONS: &[&str] = &[
 ];
 
 /// One labelled sentence.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sample {
     pub chars: Vec<char>,
     /// Indices into [`TAGS`].
     pub tags: Vec<u32>,
+    /// Character ranges of the symptoms the sentence denies (labelled O): the entity review
+    /// corpus shows them as mentions to reject.
+    pub denied: Vec<(usize, usize)>,
 }
 
 impl Sample {
@@ -572,10 +575,7 @@ impl<'a> Generator<'a> {
         (0..count)
             .map(|_| {
                 if self.rng.random_bool(0.06) {
-                    let mut s = Sample {
-                        chars: vec![],
-                        tags: vec![],
-                    };
+                    let mut s = Sample::default();
                     let line = self.pick(&chat);
                     s.push(line, None);
                     return self.finish(s);
@@ -610,10 +610,7 @@ impl<'a> Generator<'a> {
 
     /// Joins filled clauses with connectors, then adds the noise real messages have.
     fn sentence(&mut self, clauses: &[&str]) -> Sample {
-        let mut s = Sample {
-            chars: vec![],
-            tags: vec![],
-        };
+        let mut s = Sample::default();
         if self.rng.random_bool(0.25) {
             let g = self.pick(GREETINGS);
             s.push(g, None);
@@ -659,13 +656,17 @@ impl<'a> Generator<'a> {
                 },
                 "N" => {
                     let w = self.pick(&self.negatable.clone());
+                    let at = s.chars.len();
                     s.push(w, None);
+                    s.denied.push((at, s.chars.len()));
                 }
                 "X" => {
                     let w = self
                         .composed(true)
                         .unwrap_or_else(|| format!("没有{}", self.pick(&self.negatable.clone())));
+                    let at = s.chars.len();
                     s.push(&w, None);
+                    s.denied.push((at, s.chars.len()));
                 }
                 "D" => {
                     let w = self.pick(&self.diseases.clone());
