@@ -292,6 +292,25 @@ if len(conv_diseases) < MIN_CONV_DISEASES:
 # ---------------------------------------------------------------- report
 body = Counter(BODY_PART[s] for s in covered)
 all_body = Counter(BODY_PART.values())
+spans = load_jsonl("review_spans.jsonl")
+for r in spans:
+    where = f"review_spans.jsonl:{r['_line']}"
+    check_keys("review_spans.jsonl", r, {"sentence", "span", "label", "note", "occurrence"}, ["sentence", "span", "label"])
+    sentence, span = r.get("sentence"), r.get("span")
+    if not nonempty_str(sentence) or not nonempty_str(span):
+        err(f"{where}: sentence and span must be non-empty strings")
+        continue
+    if r.get("label") not in ("symptom", "not"):
+        err(f"{where}: label must be `symptom` or `not`")
+    times = sum(1 for i in range(len(sentence)) if sentence.startswith(span, i))
+    occurrence = r.get("occurrence")
+    if times == 0:
+        err(f"{where}: `{span}` is not in the sentence")
+    elif times > 1 and not (isinstance(occurrence, int) and 0 <= occurrence < times):
+        err(f"{where}: `{span}` occurs {times} times; say which with \"occurrence\" (0-based)")
+    elif times == 1 and occurrence not in (None, 0):
+        err(f"{where}: `{span}` occurs once; occurrence {occurrence!r} is out of range")
+
 print("messages.jsonl")
 print(f"  messages:                  {len(messages)}")
 print(f"  empty-symptom messages:    {n_empty} ({100 * n_empty / max(1, len(messages)):.1f}%)")
@@ -315,6 +334,9 @@ overlap = {norm(r["text"]) for r in messages if nonempty_str(r.get("text"))} & (
     {norm(p["first"]) for p in pairs if nonempty_str(p.get("first"))}
     | {norm(p["second"]) for p in pairs if nonempty_str(p.get("second"))}
 )
+print("review_spans.jsonl")
+print(f"  spans:                     {len(spans)}")
+print(f"  symptom / not:             {sum(r.get('label') == 'symptom' for r in spans)} / {sum(r.get('label') == 'not' for r in spans)}")
 print(f"cross-file: {len(overlap)} message texts also used in pairs")
 
 verbose = "-v" in sys.argv[1:]

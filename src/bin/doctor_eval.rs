@@ -46,6 +46,12 @@ struct Cli {
     ner_model: String,
     #[arg(long = "relevance_model", default_value = "dialog_relevance")]
     relevance_model: String,
+    /// Have the entity review model (`entity_review`) judge every mention and drop those
+    /// under this probability, as `doctor_facade --review_threshold` does.
+    #[arg(long = "review_threshold")]
+    review_threshold: Option<f32>,
+    #[arg(long = "review_model", default_value = "entity_review")]
+    review_model: String,
     /// How many misses of each kind to print.
     #[arg(long, default_value_t = 15)]
     errors: usize,
@@ -63,7 +69,11 @@ async fn main() -> anyhow::Result<()> {
                 format!("--model_config_file {}", cli.model_config_file.display())
             })?;
             let server = Server::start(ServerOptions::local(config)).await?;
-            wait_until_served(&server, &[&cli.ner_model, &cli.relevance_model]).await?;
+            let mut needed = vec![cli.ner_model.as_str(), cli.relevance_model.as_str()];
+            if cli.review_threshold.is_some() {
+                needed.push(&cli.review_model);
+            }
+            wait_until_served(&server, &needed).await?;
             (server.grpc_addr.to_string(), Some(server))
         }
     };
@@ -72,14 +82,16 @@ async fn main() -> anyhow::Result<()> {
         &cli.ner_model,
         &cli.relevance_model,
         Duration::from_secs(10),
-    )?;
+    )?
+    .with_review_model(&cli.review_model);
     let doctor = Doctor::new(
         models,
         Arc::new(MemoryStore::default()),
         Arc::new(EmbeddedGraph::new(&lexicon)),
         lexicon,
         Duration::from_secs(3600),
-    );
+    )
+    .with_review(cli.review_threshold);
     let started = Instant::now();
     let report = evaluate(&doctor, &set).await;
     print!("{}", report.render(cli.errors));

@@ -58,7 +58,7 @@ enum Command {
         data: PathBuf,
     },
     /// Seed 000's offline pipeline: disease descriptions → symptom_ner (over gRPC) → the
-    /// lexicon → reviewed decisions (CSV) → links merged into the Bolt graph.
+    /// lexicon → entity_review → reviewed decisions (CSV) → links merged into the Bolt graph.
     BuildGraph {
         #[command(flatten)]
         graph: GraphArgs,
@@ -74,9 +74,18 @@ enum Command {
         model_server: String,
         #[arg(long = "ner_model", default_value = "symptom_ner")]
         ner_model: String,
-        /// Sentences per tagger request.
+        /// Sentences per tagger request, mentions per review request.
         #[arg(long = "batch_size", default_value_t = 32)]
         batch_size: usize,
+        #[arg(long = "review_model", default_value = "entity_review")]
+        review_model: String,
+        /// Mentions the review model gives a lower probability of being a real symptom
+        /// mention are rejected.
+        #[arg(long = "review_threshold", default_value_t = 0.5)]
+        review_threshold: f32,
+        /// Skip the entity review: every mention the tagger and the lexicon accept is kept.
+        #[arg(long = "no_review")]
+        no_review: bool,
         /// Compare with the graph (or, without --graph_url, with data/) but write nothing to it.
         #[arg(long = "dry_run")]
         dry_run: bool,
@@ -147,6 +156,12 @@ struct Serve {
     ner_model: String,
     #[arg(long = "relevance_model", default_value = "dialog_relevance")]
     relevance_model: String,
+    #[arg(long = "review_model", default_value = "entity_review")]
+    review_model: String,
+    /// Ask the entity review model about every symptom mention and drop those it gives a
+    /// lower probability of being real (0 to 1). Off unless given.
+    #[arg(long = "review_threshold")]
+    review_threshold: Option<f32>,
     /// Redis for sessions and the WeChat replay memory (redis://host:6379/); without it
     /// both live in this process. If Redis is down, answers go without history and WeChat
     /// requests are refused (503), since replays could no longer be detected.
@@ -190,9 +205,15 @@ async fn main() -> anyhow::Result<()> {
         model_server,
         ner_model,
         batch_size,
+        review_model,
+        review_threshold,
+        no_review,
         dry_run,
     }) = cli.command
     {
+        if !(0.0..=1.0).contains(&review_threshold) {
+            anyhow::bail!("--review_threshold must be between 0 and 1, not {review_threshold}");
+        }
         let lexicon = Lexicon::load(&data).map_err(anyhow::Error::msg)?;
         let texts = read_texts(&texts, &lexicon).map_err(anyhow::Error::msg)?;
         let models = ModelClient::new(
@@ -200,7 +221,8 @@ async fn main() -> anyhow::Result<()> {
             &ner_model,
             "dialog_relevance",
             Duration::from_secs(30),
-        )?;
+        )?
+        .with_review_model(&review_model);
         let bolt_graph = graph.graph_url.as_deref().map(|url| bolt(&graph, url));
         let total: usize = texts.iter().map(|t| sentences(&t.text).len()).sum();
         let bar = indicatif::ProgressBar::new(total as u64).with_style(
@@ -216,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
                 graph: bolt_graph.as_ref(),
                 dry_run,
                 batch: batch_size,
+                review: (!no_review).then_some(review_threshold),
             },
             |n| bar.inc(n as u64),
         )
@@ -274,7 +297,14 @@ async fn main() -> anyhow::Result<()> {
         &serve.ner_model,
         &serve.relevance_model,
         Duration::from_millis(1200),
-    )?;
+    )?
+    .with_review_model(&serve.review_model);
+    if let Some(t) = serve.review_threshold {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&t),
+            "--review_threshold must be between 0 and 1, not {t}"
+        );
+    }
     let max_clock_skew = Duration::from_secs(serve.wechat_max_clock_skew_seconds);
     // One Redis connection serves both the sessions and the replay memory.
     let (sessions, replay): (Arc<dyn SessionStore>, Arc<dyn ReplayGuard>) = match &serve.redis_url {
@@ -306,7 +336,8 @@ async fn main() -> anyhow::Result<()> {
         graph,
         lexicon,
         Duration::from_secs(serve.session_ttl_seconds),
-    ));
+    )
+    .with_review(serve.review_threshold));
     tracing::info!(backends = %doctor.describe(), "doctor ready");
     let token = (!serve.wechat_token.is_empty()).then(|| serve.wechat_token.clone());
     let app = router(

@@ -31,6 +31,7 @@ use self::graph::{DiseaseMatch, KnowledgeGraph};
 use self::model_client::{ModelClient, ModelError};
 use self::relate::Relatedness;
 use self::session::{Session, SessionKey, SessionStore};
+use crate::lexicon::review::review_input;
 use crate::lexicon::{Lexicon, Reader};
 
 /// How many diseases a reply lists.
@@ -66,6 +67,8 @@ pub struct Doctor {
     reader: Reader,
     relatedness: Relatedness,
     session_ttl: Duration,
+    /// The entity review model's threshold, when the doctor asks it about each mention.
+    review: Option<f32>,
 }
 
 impl Doctor {
@@ -84,7 +87,16 @@ impl Doctor {
             relatedness: Relatedness::new(&lexicon),
             lexicon,
             session_ttl,
+            review: None,
         }
+    }
+
+    /// Has the entity review model judge every symptom mention in its message before the
+    /// graph lookup, and drops those it gives less than `threshold`. Off by default: on the
+    /// hand-written evaluation set it costs recall (see the README).
+    pub fn with_review(mut self, threshold: Option<f32>) -> Self {
+        self.review = threshold;
+        self
     }
 
     pub fn describe(&self) -> String {
@@ -186,9 +198,43 @@ impl Doctor {
             .filter(|m| m.kind == "SYM")
             .map(|m| m.text)
             .collect();
-        let (symptoms, dropped) = self.reader.read_with_spans(text, &spans);
+        let (located, dropped) = self.reader.locate_with_spans(text, &spans);
         if !dropped.is_empty() {
             tracing::debug!(user = %user, ?dropped, "tagged spans that name no symptom of the lexicon");
+        }
+        let located = match self.review {
+            Some(threshold) if !located.is_empty() => {
+                let chars: Vec<char> = text.chars().collect();
+                let inputs: Vec<(String, String)> = located
+                    .iter()
+                    .map(|l| review_input(&chars, l.start, l.end))
+                    .collect();
+                match self.models.review(&inputs).await {
+                    Ok(scores) => located
+                        .into_iter()
+                        .zip(scores)
+                        .filter(|(l, p)| {
+                            let keep = *p >= threshold;
+                            if !keep {
+                                tracing::debug!(user = %user, symptom = %l.symptom, probability = p, "the review model rejected a mention");
+                            }
+                            keep
+                        })
+                        .map(|(l, _)| l)
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!(user = %user, error = %e, "entity review unavailable; keeping every mention");
+                        located
+                    }
+                }
+            }
+            _ => located,
+        };
+        let mut symptoms: Vec<String> = Vec::new();
+        for l in located {
+            if !symptoms.contains(&l.symptom) {
+                symptoms.push(l.symptom);
+            }
         }
         Ok(symptoms)
     }

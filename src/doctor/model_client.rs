@@ -1,5 +1,6 @@
 //! The doctor's client of the model server: gRPC Predict on the tagger (symptoms in a
-//! message) and on the relevance classifier (does a message continue the previous one).
+//! message), the relevance classifier (does a message continue the previous one) and the
+//! entity review model (is a candidate span a real symptom mention).
 //! One lazily connected channel, reused by every call, each call with a deadline; over TLS
 //! when the address is `https://`, since patients' messages cross the network to it. It
 //! reads no files: the caller hands it the CA certificate's PEM.
@@ -31,6 +32,7 @@ pub struct ModelClient {
     address: String,
     ner_model: String,
     relevance_model: String,
+    review_model: String,
     timeout: Duration,
 }
 
@@ -114,8 +116,15 @@ impl ModelClient {
             address: url,
             ner_model: ner_model.to_string(),
             relevance_model: relevance_model.to_string(),
+            review_model: "entity_review".to_string(),
             timeout,
         })
+    }
+
+    /// The entity review model's name (`entity_review` unless changed here).
+    pub fn with_review_model(mut self, name: &str) -> Self {
+        self.review_model = name.to_string();
+        self
     }
 
     pub fn address(&self) -> &str {
@@ -272,6 +281,39 @@ impl ModelClient {
             0.0
         };
         Ok((related, p))
+    }
+
+    /// For each `(span, context)` (as [`crate::lexicon::review::review_input`] makes them),
+    /// the review model's probability that the span is a real symptom mention; one request.
+    pub async fn review(&self, candidates: &[(String, String)]) -> Result<Vec<f32>, ModelError> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outputs = self
+            .predict(
+                &self.review_model,
+                vec![
+                    ("text", Tensor::strings(candidates.iter().map(|c| c.0.as_str()))),
+                    ("text_pair", Tensor::strings(candidates.iter().map(|c| c.1.as_str()))),
+                ],
+            )
+            .await?;
+        let classes = crate::lexicon::review::LABELS.len();
+        match outputs.get("probabilities").map(Tensor::data) {
+            Some(TensorData::Float(p)) if p.len() == candidates.len() * classes => {
+                let symptom = crate::lexicon::review::LABELS
+                    .iter()
+                    .position(|l| *l == "symptom")
+                    .expect("the review labels name `symptom`");
+                Ok(p.chunks(classes).map(|row| row[symptom]).collect())
+            }
+            _ => Err(ModelError(format!(
+                "`{}` returned no probabilities of {classes} classes for {} candidates; is it \
+                 the entity review classifier?",
+                self.review_model,
+                candidates.len()
+            ))),
+        }
     }
 }
 

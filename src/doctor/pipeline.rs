@@ -1,9 +1,10 @@
-//! The doctor's offline half (seed 000's `entity_extract.py` → `neo4j_write.py`): disease
-//! descriptions in, disease → symptom links out. Sentences go to the tagger in batches over
-//! gRPC; the lexicon's reader reads them too and maps every tagged span to a canonical
-//! symptom; each candidate gets a decision with its reason and score (negated mentions and
-//! spans that name no symptom are rejected); the accepted links are written as CSV and can be
-//! merged into a Bolt graph idempotently.
+//! The doctor's offline half (seed 000's `entity_extract.py` → `predict.py` →
+//! `neo4j_write.py`): disease descriptions in, disease → symptom links out. Sentences go to
+//! the tagger in batches over gRPC; the lexicon's reader reads them too and maps every tagged
+//! span to a canonical symptom; each candidate gets a decision with its reason and score
+//! (negated mentions and spans that name no symptom are rejected); the entity review model
+//! then judges every accepted mention in its sentence and rejects those under a threshold;
+//! the accepted links are written as CSV and can be merged into a Bolt graph idempotently.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::model_client::{ModelClient, ModelError};
+use crate::lexicon::review::{locate, review_input};
 use crate::lexicon::{reader::How, Lexicon, Reader};
 
 /// One disease's description.
@@ -90,11 +92,15 @@ pub struct Decision {
     pub symptom: String,
     pub span: String,
     pub accepted: bool,
-    /// `lexicon`, `tagger`, or why it was rejected: `negated`, `not in lexicon`.
+    /// `lexicon`, `tagger`, or why it was rejected: `negated`, `not in lexicon`, `review`.
     pub reason: &'static str,
-    /// How sure the step that decided is (1 for the lexicon's readings).
+    /// How sure the step that decided is: 1 for the lexicon's readings, the similarity for
+    /// a near spelling, the review model's probability once it has judged the mention.
     pub score: f32,
     pub sentence: String,
+    /// Where the span is in the sentence, in characters (for the review model's context).
+    #[serde(skip)]
+    pub at: (usize, usize),
 }
 
 /// Extracts candidates from every sentence of `texts`, `batch` sentences per tagger call;
@@ -119,6 +125,7 @@ pub async fn extract(
         let batch_texts: Vec<&str> = chunk.iter().map(|(_, s)| s.as_str()).collect();
         let tagged = models.entities_batch(&batch_texts).await?;
         for ((disease, sentence), mentions) in chunk.iter().zip(tagged) {
+            let chars: Vec<char> = sentence.chars().collect();
             let decide = |symptom: &str, span: &str, accepted, reason, score| Decision {
                 disease: disease.to_string(),
                 symptom: symptom.to_string(),
@@ -127,15 +134,18 @@ pub async fn extract(
                 reason,
                 score,
                 sentence: sentence.clone(),
+                at: locate(&chars, span, 0).unwrap_or((0, chars.len())),
             };
             let found = reader.scan(sentence);
-            let chars: Vec<char> = sentence.chars().collect();
             for f in &found {
                 let span: String = chars[f.start..f.end].iter().collect();
-                decisions.push(if f.negated {
-                    decide(&f.symptom, &span, false, "negated", 1.0)
-                } else {
-                    decide(&f.symptom, &span, true, "lexicon", 1.0)
+                decisions.push(Decision {
+                    at: (f.start, f.end),
+                    ..if f.negated {
+                        decide(&f.symptom, &span, false, "negated", 1.0)
+                    } else {
+                        decide(&f.symptom, &span, true, "lexicon", 1.0)
+                    }
                 });
             }
             let spans: Vec<String> = mentions
@@ -176,6 +186,38 @@ pub async fn extract(
         progress(chunk.len());
     }
     Ok(decisions)
+}
+
+/// Has the entity review model judge every accepted decision, `batch` per request: those
+/// it gives less than `threshold` are rejected (reason `review`); every judged decision
+/// keeps the model's probability as its score. Returns how many it rejected.
+pub async fn review(
+    models: &ModelClient,
+    decisions: &mut [Decision],
+    threshold: f32,
+    batch: usize,
+) -> Result<usize, ModelError> {
+    let mut judged: Vec<&mut Decision> = decisions.iter_mut().filter(|d| d.accepted).collect();
+    let mut rejected = 0;
+    for chunk in judged.chunks_mut(batch.max(1)) {
+        let inputs: Vec<(String, String)> = chunk
+            .iter()
+            .map(|d| {
+                let chars: Vec<char> = d.sentence.chars().collect();
+                review_input(&chars, d.at.0, d.at.1)
+            })
+            .collect();
+        let scores = models.review(&inputs).await?;
+        for (d, p) in chunk.iter_mut().zip(scores) {
+            d.score = p;
+            if p < threshold {
+                d.accepted = false;
+                d.reason = "review";
+                rejected += 1;
+            }
+        }
+    }
+    Ok(rejected)
 }
 
 /// The accepted (disease, symptom) links, each once.
@@ -236,6 +278,8 @@ pub struct Summary {
     pub accepted: usize,
     pub negated: usize,
     pub not_in_lexicon: usize,
+    /// Mentions the entity review model rejected (`None`: no review).
+    pub reviewed_out: Option<usize>,
     /// Distinct accepted (disease, symptom) links.
     pub links: usize,
     /// Links the graph did not have (written unless a dry run).
@@ -255,6 +299,10 @@ impl std::fmt::Display for Summary {
             "{} texts, {} sentences: {} mentions accepted, {} rejected as negated, {} spans naming no symptom",
             self.texts, self.sentences, self.accepted, self.negated, self.not_in_lexicon
         )?;
+        match self.reviewed_out {
+            Some(n) => writeln!(f, "the entity review model rejected {n} mentions")?,
+            None => writeln!(f, "no entity review (--no_review)")?,
+        }
         writeln!(
             f,
             "{} disease-symptom links: {} {}, {} unchanged",
@@ -282,8 +330,10 @@ pub struct BuildOptions<'a> {
     pub out: Option<&'a Path>,
     pub graph: Option<&'a super::graph::BoltKnowledgeGraph>,
     pub dry_run: bool,
-    /// Sentences per tagger request.
+    /// Sentences per tagger request (and mentions per review request).
     pub batch: usize,
+    /// The entity review model's threshold; `None` skips the review.
+    pub review: Option<f32>,
 }
 
 /// Runs the pipeline over `texts`: extraction, the decisions as CSV in `out` (when given),
@@ -301,11 +351,20 @@ pub async fn build(
         graph,
         dry_run,
         batch,
+        review: threshold,
     } = *options;
     let reader = Reader::new(lexicon);
-    let decisions = extract(models, &reader, texts, batch, progress)
+    let mut decisions = extract(models, &reader, texts, batch, progress)
         .await
         .map_err(|e| e.to_string())?;
+    let reviewed_out = match threshold {
+        Some(t) => Some(
+            review(models, &mut decisions, t, batch)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     if let Some(out) = out {
         std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
         write_decisions(&out.join("reviewed.csv"), &decisions)?;
@@ -332,6 +391,7 @@ pub async fn build(
         accepted: decisions.iter().filter(|d| d.accepted).count(),
         negated: count("negated"),
         not_in_lexicon: count("not in lexicon"),
+        reviewed_out,
         links: found.len(),
         added,
         unchanged,
