@@ -47,7 +47,7 @@ impl Models {
         let dir = tempfile::tempdir().unwrap();
         let root = repo_root();
         let config = format!(
-            "model_config_list {{\n  config {{ name: \"symptom_ner\" base_path: \"{0}/model_repo/symptom_ner\" model_platform: \"candle\" }}\n  config {{ name: \"dialog_relevance\" base_path: \"{0}/model_repo/dialog_relevance\" model_platform: \"candle\" }}\n}}\n",
+            "model_config_list {{\n  config {{ name: \"symptom_ner\" base_path: \"{0}/model_repo/symptom_ner\" model_platform: \"candle\" }}\n  config {{ name: \"dialog_relevance\" base_path: \"{0}/model_repo/dialog_relevance\" model_platform: \"candle\" }}\n  config {{ name: \"entity_review\" base_path: \"{0}/model_repo/entity_review\" model_platform: \"candle\" }}\n}}\n",
             root.display()
         );
         std::fs::write(dir.path().join("models.config"), config).unwrap();
@@ -75,12 +75,14 @@ impl Models {
         self.server = None;
     }
 
-    /// Waits until both models answer (the server listens before its models are loaded).
+    /// Waits until the three models answer (the server listens before its models are loaded).
     async fn ready(&self) {
         let client = self.client();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let candidate = [("头痛".to_string(), "【头痛】".to_string())];
         while client.entities("头痛").await.is_err()
             || client.related("头痛", "发烧").await.is_err()
+            || client.review(&candidate).await.is_err()
         {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -1461,8 +1463,9 @@ async fn build_graph(
 }
 
 /// Seed 000's offline pipeline end to end: texts → the tagger over gRPC → the lexicon →
-/// reviewed decisions → links merged into a real Bolt graph; rerunning adds nothing, and a
-/// text whose symptoms are all negated adds no link.
+/// entity_review → reviewed decisions → links merged into a real Bolt graph; every mention
+/// is a link or a review decision; rerunning adds nothing; a text whose symptoms are all
+/// negated adds no link; without the review every presented symptom is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offline_pipeline_grows_the_graph_from_texts() {
     let arcade = Arcade::start();
@@ -1497,20 +1500,30 @@ async fn the_offline_pipeline_grows_the_graph_from_texts() {
     let linked = |disease: &'static str, symptom: &'static str| {
         format!("MATCH (s:Symptom {{name: '{symptom}'}})-[:SYMPTOM_OF]->(d:Disease {{name: '{disease}'}}) RETURN count(s) AS n")
     };
-    for symptom in ["鼻塞", "流鼻涕", "打喷嚏", "咽痛", "发热"] {
-        assert_eq!(
-            count(&graph, &linked("感冒", symptom)).await,
-            1,
-            "感冒 → {symptom}: {first}"
-        );
+    // Each mention is either a link now or a decision of the review model, in the CSV.
+    let csv = std::fs::read_to_string(out.join("reviewed.csv")).unwrap();
+    let expected = [
+        (
+            "感冒",
+            ["鼻塞", "流鼻涕", "打喷嚏", "咽痛", "发热"].as_slice(),
+        ),
+        ("偏头痛", ["头痛", "恶心", "畏光"].as_slice()),
+    ];
+    let mut kept = 0;
+    for (disease, symptoms) in expected {
+        for symptom in symptoms {
+            let in_graph = count(&graph, &linked(disease, symptom)).await == 1;
+            let reviewed_out = csv.lines().any(|l| {
+                l.starts_with(&format!("{disease},{symptom},")) && l.contains(",rejected,review,")
+            });
+            assert!(
+                in_graph != reviewed_out,
+                "{disease} → {symptom}: linked {in_graph}, rejected by review {reviewed_out}\n{first}\n{csv}"
+            );
+            kept += in_graph as usize;
+        }
     }
-    for symptom in ["头痛", "恶心", "畏光"] {
-        assert_eq!(
-            count(&graph, &linked("偏头痛", symptom)).await,
-            1,
-            "偏头痛 → {symptom}: {first}"
-        );
-    }
+    assert!(kept > 0, "{first}");
     assert_eq!(
         count(&graph, &linked("感冒", "腹泻")).await,
         0,
@@ -1533,8 +1546,12 @@ async fn the_offline_pipeline_grows_the_graph_from_texts() {
         "{first}"
     );
 
+    assert!(
+        first.contains("the entity review model rejected"),
+        "{first}"
+    );
+
     // Every decision is in the CSV, with its reason.
-    let csv = std::fs::read_to_string(out.join("reviewed.csv")).unwrap();
     assert!(
         csv.starts_with("disease,symptom,span,decision,reason,score,sentence"),
         "{csv}"
@@ -1566,4 +1583,79 @@ async fn the_offline_pipeline_grows_the_graph_from_texts() {
         .await,
         total
     );
+
+    // The review only ever removes: without it, at least as many links, and no review line.
+    let args = vec![
+        "build-graph".to_string(),
+        format!("--texts={}", texts.display()),
+        format!("--out={}", dir.path().join("noreview").display()),
+        format!("--model_server=127.0.0.1:{}", models.port),
+        "--dry_run".to_string(),
+        "--no_review".to_string(),
+    ];
+    let unreviewed = graph_command(&arcade, args).await;
+    assert!(unreviewed.contains("no entity review"), "{unreviewed}");
+    // Without the review, every presented symptom is accepted.
+    let unreviewed_csv =
+        std::fs::read_to_string(dir.path().join("noreview").join("reviewed.csv")).unwrap();
+    for (disease, symptoms) in expected {
+        for symptom in symptoms {
+            assert!(
+                unreviewed_csv
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{disease},{symptom},"))
+                        && l.contains(",accepted,")),
+                "{disease} → {symptom}\n{unreviewed_csv}"
+            );
+        }
+    }
+    let links_of = |summary: &str| -> i64 {
+        summary
+            .lines()
+            .find_map(|l| l.split_once(" disease-symptom links"))
+            .and_then(|(n, _)| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no link count in {summary}"))
+    };
+    assert!(
+        links_of(&unreviewed) >= links_of(&first),
+        "{unreviewed}\n{first}"
+    );
+}
+
+/// The entity review model, served by a real model server and asked over gRPC, on spans in
+/// their sentences: whole affirmed mentions pass; denied ones, cut-short spans, times and
+/// examinations do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_model_judges_spans_in_their_sentence() {
+    use candle_serving::doctor::pipeline::DEFAULT_REVIEW_THRESHOLD;
+    use candle_serving::lexicon::review::{locate, review_input};
+    let models = Models::start();
+    models.ready().await;
+    let cases = [
+        ("起病急，常伴有发热、咳嗽和全身酸痛", "发热", true),
+        ("我这两天嗓子疼得厉害", "嗓子疼", true),
+        ("孩子昨晚开始拉肚子，拉了四五次", "拉肚子", true),
+        ("本病一般不伴有腹泻", "腹泻", false),
+        ("我头痛了三天", "头", false),
+        ("我头痛了三天", "三天", false),
+        ("确诊可以查血常规", "血常规", false),
+    ];
+    let inputs: Vec<(String, String)> = cases
+        .iter()
+        .map(|(sentence, span, _)| {
+            let chars: Vec<char> = sentence.chars().collect();
+            let (start, end) = locate(&chars, span, 0).unwrap();
+            review_input(&chars, start, end)
+        })
+        .collect();
+    let scores = models.client().review(&inputs).await.unwrap();
+    assert_eq!(scores.len(), cases.len());
+    for ((sentence, span, real), p) in cases.iter().zip(&scores) {
+        assert!((0.0..=1.0).contains(p));
+        assert_eq!(
+            *p >= DEFAULT_REVIEW_THRESHOLD,
+            *real,
+            "{span} in {sentence}: p = {p}"
+        );
+    }
 }

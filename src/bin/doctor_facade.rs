@@ -24,7 +24,9 @@ use candle_serving::doctor::graph::{
     BoltKnowledgeGraph, BoltSettings, EmbeddedGraph, KnowledgeGraph,
 };
 use candle_serving::doctor::model_client::ModelClient;
-use candle_serving::doctor::pipeline::{build, read_texts, sentences, BuildOptions};
+use candle_serving::doctor::pipeline::{
+    build, read_texts, sentences, BuildOptions, DEFAULT_REVIEW_THRESHOLD,
+};
 use candle_serving::doctor::redis_conn::RedisConnection;
 use candle_serving::doctor::replay::{window_for, RedisReplay, ReplayGuard};
 use candle_serving::doctor::session::{
@@ -80,8 +82,9 @@ enum Command {
         #[arg(long = "review_model", default_value = "entity_review")]
         review_model: String,
         /// Mentions the review model gives a lower probability of being a real symptom
-        /// mention are rejected.
-        #[arg(long = "review_threshold", default_value_t = 0.5)]
+        /// mention are rejected (the default allows for the prior of disease texts, where
+        /// most mentions are real).
+        #[arg(long = "review_threshold", default_value_t = DEFAULT_REVIEW_THRESHOLD)]
         review_threshold: f32,
         /// Skip the entity review: every mention the tagger and the lexicon accept is kept.
         #[arg(long = "no_review")]
@@ -330,14 +333,16 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => Arc::new(bolt(&serve.graph, url)),
         None => Arc::new(EmbeddedGraph::new(&lexicon)),
     };
-    let doctor = Arc::new(Doctor::new(
-        models,
-        sessions,
-        graph,
-        lexicon,
-        Duration::from_secs(serve.session_ttl_seconds),
-    )
-    .with_review(serve.review_threshold));
+    let doctor = Arc::new(
+        Doctor::new(
+            models,
+            sessions,
+            graph,
+            lexicon,
+            Duration::from_secs(serve.session_ttl_seconds),
+        )
+        .with_review(serve.review_threshold),
+    );
     tracing::info!(backends = %doctor.describe(), "doctor ready");
     let token = (!serve.wechat_token.is_empty()).then(|| serve.wechat_token.clone());
     let app = router(

@@ -159,14 +159,19 @@ fn read_review_spans(path: &Path) -> anyhow::Result<Vec<Example>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let at = || format!("{}:{}", path.display(), i + 1);
         let v: serde_json::Value = serde_json::from_str(line).with_context(at)?;
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
         let sentence: Vec<char> = field("sentence").chars().collect();
         let occurrence = v.get("occurrence").and_then(|x| x.as_u64()).unwrap_or(0) as usize;
-        let (start, end) = candle_serving::lexicon::review::locate(&sentence, field("span"), occurrence)
-            .with_context(|| format!("{}: the span is not in the sentence", at()))?;
+        let (start, end) =
+            candle_serving::lexicon::review::locate(&sentence, field("span"), occurrence)
+                .with_context(|| format!("{}: the span is not in the sentence", at()))?;
         let label = review::LABELS
             .iter()
             .position(|l| *l == field("label"))
@@ -228,10 +233,9 @@ fn load_data(data: &Data) -> anyhow::Result<Dataset> {
             ))
         }
         _ => {
-            let dev_file = data
-                .dev
-                .as_ref()
-                .context("give --corpus relevance|review, or --dev (and --train) JSON-lines files")?;
+            let dev_file = data.dev.as_ref().context(
+                "give --corpus relevance|review, or --dev (and --train) JSON-lines files",
+            )?;
             let train = data
                 .train
                 .as_ref()

@@ -293,8 +293,14 @@ impl ModelClient {
             .predict(
                 &self.review_model,
                 vec![
-                    ("text", Tensor::strings(candidates.iter().map(|c| c.0.as_str()))),
-                    ("text_pair", Tensor::strings(candidates.iter().map(|c| c.1.as_str()))),
+                    (
+                        "text",
+                        Tensor::strings(candidates.iter().map(|c| c.0.as_str())),
+                    ),
+                    (
+                        "text_pair",
+                        Tensor::strings(candidates.iter().map(|c| c.1.as_str())),
+                    ),
                 ],
             )
             .await?;

@@ -748,7 +748,11 @@ impl Reader {
                 dropped.push(span.clone());
             }
             let (start, end) = at.map_or((0, folded.len()), |a| (a, a + span_chars.len()));
-            located.extend(mapped.into_iter().map(|(symptom, _)| Located { symptom, start, end }));
+            located.extend(mapped.into_iter().map(|(symptom, _)| Located {
+                symptom,
+                start,
+                end,
+            }));
         }
         (located, dropped)
     }

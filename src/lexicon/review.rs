@@ -49,13 +49,19 @@ mod tests {
         let (start, end) = locate(&s, "咳嗽", 0).unwrap();
         assert_eq!(
             review_input(&s, start, end),
-            ("咳嗽".to_string(), "一般不伴有发热，也很少【咳嗽】".to_string())
+            (
+                "咳嗽".to_string(),
+                "一般不伴有发热，也很少【咳嗽】".to_string()
+            )
         );
         let long: Vec<char> = "甲".repeat(100).chars().chain("头痛".chars()).collect();
         let (_, context) = review_input(&long, 100, 102);
         assert_eq!(context.chars().count(), CONTEXT_CHARS + 4);
         assert_eq!(locate(&s, "咳嗽", 1), None);
-        assert_eq!(locate(&"咳咳咳".chars().collect::<Vec<_>>(), "咳", 2), Some((2, 3)));
+        assert_eq!(
+            locate(&"咳咳咳".chars().collect::<Vec<_>>(), "咳", 2),
+            Some((2, 3))
+        );
         assert_eq!(locate(&s, "", 0), None);
     }
 }

@@ -260,7 +260,7 @@ impl<'a> ReviewGenerator<'a> {
             .filter(|s| !s.contains(['不', '没', '无', '未', '难']))
             .collect();
         ReviewGenerator {
-            rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_5e),
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f5e),
             patients: Generator::new(lexicon, seed),
             surfaces: symptoms.iter().copied().collect(),
             symptoms,
@@ -375,16 +375,38 @@ impl<'a> ReviewGenerator<'a> {
             };
             let (text, real): (&str, Option<bool>) = match slot {
                 "S" => (
-                    forced.unwrap_or_else(|| self.symptoms.choose(&mut self.rng).copied().unwrap_or("头痛")),
+                    forced.unwrap_or_else(|| {
+                        self.symptoms
+                            .choose(&mut self.rng)
+                            .copied()
+                            .unwrap_or("头痛")
+                    }),
                     Some(true),
                 ),
                 "N" => (
-                    forced.unwrap_or_else(|| self.negatable.choose(&mut self.rng).copied().unwrap_or("发热")),
+                    forced.unwrap_or_else(|| {
+                        self.negatable
+                            .choose(&mut self.rng)
+                            .copied()
+                            .unwrap_or("发热")
+                    }),
                     Some(false),
                 ),
-                "D" => (self.diseases.choose(&mut self.rng).copied().unwrap_or("感冒"), Some(false)),
-                "E" => (*words(EXAMINATIONS).choose(&mut self.rng).unwrap_or(&"CT"), Some(false)),
-                "M" => (*words(TREATMENTS).choose(&mut self.rng).unwrap_or(&"手术"), Some(false)),
+                "D" => (
+                    self.diseases
+                        .choose(&mut self.rng)
+                        .copied()
+                        .unwrap_or("感冒"),
+                    Some(false),
+                ),
+                "E" => (
+                    *words(EXAMINATIONS).choose(&mut self.rng).unwrap_or(&"CT"),
+                    Some(false),
+                ),
+                "M" => (
+                    *words(TREATMENTS).choose(&mut self.rng).unwrap_or(&"手术"),
+                    Some(false),
+                ),
                 "P" => (*words(WHO).choose(&mut self.rng).unwrap_or(&"患者"), None),
                 "W" => (*words(WHEN).choose(&mut self.rng).unwrap_or(&"夜间"), None),
                 other => panic!("unknown slot {{{other}}} in a review template; this is a bug"),
@@ -458,7 +480,11 @@ impl<'a> ReviewGenerator<'a> {
                 } else {
                     (s, (e + more).min(m.chars.len()))
                 };
-                let added: Vec<char> = m.chars[ns..s].iter().chain(&m.chars[e..ne]).copied().collect();
+                let added: Vec<char> = m.chars[ns..s]
+                    .iter()
+                    .chain(&m.chars[e..ne])
+                    .copied()
+                    .collect();
                 if added.is_empty() || added.iter().all(|c| HARMLESS_TAILS.contains(*c)) {
                     return None;
                 }
@@ -474,7 +500,11 @@ impl<'a> ReviewGenerator<'a> {
                 let s = self.rng.random_range(0..=m.chars.len() - len);
                 let e = s + len;
                 let window = &m.chars[s..e];
-                if m.covered(s, e) || window.iter().any(|c| c.is_whitespace() || "，。；、,！？?!".contains(*c)) {
+                if m.covered(s, e)
+                    || window
+                        .iter()
+                        .any(|c| c.is_whitespace() || "，。；、,！？?!".contains(*c))
+                {
                     return None;
                 }
                 let spells_symptom = (0..len).any(|i| {
@@ -510,7 +540,9 @@ mod tests {
         let b = ReviewGenerator::new(&lexicon, 3).corpus(Split::Train, 2000);
         assert_eq!(a, b);
         for list in [PRESENTING, NOT_PRESENTING] {
-            assert!(in_split(list, Split::Test).len() >= 6 && in_split(list, Split::Dev).len() >= 3);
+            assert!(
+                in_split(list, Split::Test).len() >= 6 && in_split(list, Split::Dev).len() >= 3
+            );
         }
     }
 }
