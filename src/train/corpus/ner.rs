@@ -401,6 +401,16 @@ const FIXED_DURATIONS: &[&str] = &[
     "几天",
 ];
 
+/// The symptom words that can follow a denial: a word that already negates (食欲不振, 睡不着)
+/// reads oddly after 没有.
+pub fn negatable<'a>(words: &[&'a str]) -> Vec<&'a str> {
+    words
+        .iter()
+        .copied()
+        .filter(|s| !s.contains(['不', '没', '无', '未', '难']))
+        .collect()
+}
+
 /// One labelled sentence.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sample {
@@ -458,12 +468,7 @@ pub struct Generator<'a> {
 impl<'a> Generator<'a> {
     pub fn new(lexicon: &'a Lexicon, seed: u64) -> Self {
         let positive: Vec<&str> = lexicon.symptoms.iter().flat_map(|s| s.surfaces()).collect();
-        // A word that already negates (食欲不振, 睡不着) reads oddly after 没有.
-        let negatable = positive
-            .iter()
-            .copied()
-            .filter(|s| !s.contains(['不', '没', '无', '未', '难']))
-            .collect();
+        let negatable = negatable(&positive);
         let mut stray: Vec<char> = SYMPTOM_CLAUSES
             .iter()
             .chain(NEGATION_CLAUSES)

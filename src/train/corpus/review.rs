@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-use super::ner::{in_split, Generator, Sample, Split};
+use super::ner::{in_split, negatable, Generator, Sample, Split};
 use crate::lexicon::review::review_input;
 use crate::lexicon::Lexicon;
 
@@ -254,11 +254,7 @@ pub struct ReviewGenerator<'a> {
 impl<'a> ReviewGenerator<'a> {
     pub fn new(lexicon: &'a Lexicon, seed: u64) -> Self {
         let symptoms: Vec<&str> = lexicon.symptoms.iter().flat_map(|s| s.surfaces()).collect();
-        let negatable = symptoms
-            .iter()
-            .copied()
-            .filter(|s| !s.contains(['不', '没', '无', '未', '难']))
-            .collect();
+        let negatable = negatable(&symptoms);
         ReviewGenerator {
             rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f5e),
             patients: Generator::new(lexicon, seed),
@@ -322,12 +318,7 @@ impl<'a> ReviewGenerator<'a> {
         let mut marked = Marked::default();
         if self.rng.random_bool(0.3) {
             // A clause before it, so the mention is not always at the start.
-            let pool = if self.rng.random_bool(0.55) {
-                &presenting
-            } else {
-                &not_presenting
-            };
-            let template = *pool.choose(&mut self.rng).expect("every split has clauses");
+            let template = self.any_clause(&presenting, &not_presenting);
             self.fill(&mut marked, template, split, None);
             let joint = ["，", "；", "。", "，但", "，也"][self.rng.random_range(0..5)];
             marked.push(joint, None);
@@ -338,12 +329,7 @@ impl<'a> ReviewGenerator<'a> {
         if self.rng.random_bool(0.5) {
             let joint = ["，", "；", "，但", "，也"][self.rng.random_range(0..4)];
             marked.push(joint, None);
-            let pool = if self.rng.random_bool(0.55) {
-                &presenting
-            } else {
-                &not_presenting
-            };
-            let template = *pool.choose(&mut self.rng).expect("every split has clauses");
+            let template = self.any_clause(&presenting, &not_presenting);
             self.fill(&mut marked, template, split, None);
         }
         if self.rng.random_bool(0.6) {
@@ -351,6 +337,20 @@ impl<'a> ReviewGenerator<'a> {
         }
         let at = at.expect("the chosen template has a slot for the word");
         (marked, at)
+    }
+
+    /// A clause of either kind, presenting ones a little more often.
+    fn any_clause(
+        &mut self,
+        presenting: &[&'static str],
+        not_presenting: &[&'static str],
+    ) -> &'static str {
+        let pool = if self.rng.random_bool(0.55) {
+            presenting
+        } else {
+            not_presenting
+        };
+        pool.choose(&mut self.rng).expect("every split has clauses")
     }
 
     /// Fills `template`; `word`, when given, goes into its first `{S}` or `{N}` slot, whose
