@@ -1,4 +1,4 @@
-//! The TensorFlow / TF Serving protos of `proto/`, compiled by `build.rs`. Generated code
+//! The TensorFlow / TF Serving and Open Inference Protocol protos of `proto/`, compiled by `build.rs`. Generated code
 //! is never committed; packages become nested modules so `tensorflow.serving.ModelSpec` is
 //! `proto::tensorflow::serving::ModelSpec`.
 //! Nothing but the generated types and their descriptors: conversions live in `tensor` and
@@ -20,6 +20,11 @@ pub mod tensorflow {
     pub mod serving {
         tonic::include_proto!("tensorflow.serving");
     }
+}
+
+/// The Open Inference Protocol (KServe v2) gRPC service.
+pub mod inference {
+    tonic::include_proto!("inference");
 }
 
 /// Descriptors of every message in `proto/`, for reading text-format configs and for

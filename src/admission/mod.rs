@@ -13,7 +13,7 @@ mod gate;
 mod wire;
 
 pub use gate::{Gate, GateLayer, Permit};
-pub use wire::scan_predict_request;
+pub use wire::{scan_infer_request, scan_predict_request};
 
 use std::time::Duration;
 

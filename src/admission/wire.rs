@@ -5,7 +5,8 @@
 //! allocation, so such a message is refused for what it holds, at the cost of one pass.
 //! Field numbers are TF Serving's: PredictRequest.inputs = 2 (map entry: key 1, value 2);
 //! TensorProto float_val 5, double_val 6, int_val 7, string_val 8, int64_val 10, bool_val 11,
-//! half_val 13. Malformed bytes are left for prost to report.
+//! half_val 13. ModelInferRequest's are in [`scan_infer_request`]. Malformed bytes are left
+//! for prost to report.
 
 use super::{LimitError, Limits};
 
@@ -74,11 +75,45 @@ fn packed_count(field: u64, payload: &[u8]) -> usize {
     }
 }
 
+/// Values and decoded bytes counted so far, against the limits.
+struct Tally<'a> {
+    elements: usize,
+    bytes: usize,
+    limits: &'a Limits,
+}
+
+impl Tally<'_> {
+    fn add(&mut self, count: usize, size: usize) -> Result<(), LimitError> {
+        self.elements = self.elements.saturating_add(count);
+        self.bytes = self.bytes.saturating_add(size);
+        if self.elements > self.limits.max_elements {
+            return Err(LimitError::WireElements {
+                limit: self.limits.max_elements,
+            });
+        }
+        if self.bytes > self.limits.max_bytes {
+            return Err(LimitError::Bytes {
+                limit: self.limits.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// A length-delimited value that decodes to its own vector.
+    fn blob(&mut self, payload: &[u8]) -> Result<(), LimitError> {
+        self.add(1, payload.len() + std::mem::size_of::<Vec<u8>>())
+    }
+}
+
 /// Checks the values a PredictRequest's message carries against `limits`: all elements
 /// together within `max_elements`, their decoded bytes (strings by length plus the vector
 /// that holds each) within `max_bytes`.
 pub fn scan_predict_request(message: &[u8], limits: &Limits) -> Result<(), LimitError> {
-    let (mut elements, mut bytes) = (0usize, 0usize);
+    let mut tally = Tally {
+        elements: 0,
+        bytes: 0,
+        limits,
+    };
     let mut request = Reader { bytes: message };
     while let Some((number, field)) = request.field() {
         let (2, Field::Bytes(entry)) = (number, field) else {
@@ -91,28 +126,74 @@ pub fn scan_predict_request(message: &[u8], limits: &Limits) -> Result<(), Limit
             };
             let mut tensor = Reader { bytes: tensor };
             while let Some((number, field)) = tensor.field() {
-                let (count, size) = match (number, field) {
-                    (8, Field::Bytes(s)) => (1, s.len() + std::mem::size_of::<Vec<u8>>()),
+                match (number, field) {
+                    (8, Field::Bytes(s)) => tally.blob(s)?,
                     (5 | 6 | 7 | 10 | 11 | 13, Field::Bytes(p)) => {
                         let n = packed_count(number, p);
-                        (n, n * 8)
+                        tally.add(n, n * 8)?;
                     }
-                    (5 | 6 | 7 | 10 | 11 | 13, _) => (1, 8),
-                    _ => (0, 0),
-                };
-                elements += count;
-                bytes += size;
-                if elements > limits.max_elements {
-                    return Err(LimitError::WireElements {
-                        limit: limits.max_elements,
-                    });
-                }
-                if bytes > limits.max_bytes {
-                    return Err(LimitError::Bytes {
-                        limit: limits.max_bytes,
-                    });
+                    (5 | 6 | 7 | 10 | 11 | 13, _) => tally.add(1, 8)?,
+                    _ => {}
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// The same check for the Open Inference Protocol's ModelInferRequest, whose every
+/// repeated item decodes to something: parameters (4), inputs (5) with their shape (3),
+/// parameters (4) and typed contents (5: numbers in 1-7, strings in 8), requested outputs
+/// (6) and raw_input_contents (7). Field numbers are the protocol's.
+pub fn scan_infer_request(message: &[u8], limits: &Limits) -> Result<(), LimitError> {
+    /// InferTensorContents' packed fields by width: fp32 (6) is fixed 4 bytes, fp64 (7)
+    /// fixed 8, the rest varints.
+    fn contents_count(field: u64, payload: &[u8]) -> usize {
+        match field {
+            6 => payload.len() / 4,
+            7 => payload.len() / 8,
+            _ => payload.iter().filter(|&&b| b < 0x80).count(),
+        }
+    }
+    let mut tally = Tally {
+        elements: 0,
+        bytes: 0,
+        limits,
+    };
+    let mut request = Reader { bytes: message };
+    while let Some((number, field)) = request.field() {
+        match (number, field) {
+            (4 | 6, _) => tally.add(1, 64)?,
+            (7, Field::Bytes(raw)) => tally.blob(raw)?,
+            (5, Field::Bytes(input)) => {
+                tally.add(1, 128)?;
+                let mut input = Reader { bytes: input };
+                while let Some((number, field)) = input.field() {
+                    match (number, field) {
+                        (3, Field::Bytes(p)) => {
+                            let n = p.iter().filter(|&&b| b < 0x80).count();
+                            tally.add(n, n * 8)?;
+                        }
+                        (3, _) | (4, _) => tally.add(1, 64)?,
+                        (5, Field::Bytes(contents)) => {
+                            let mut contents = Reader { bytes: contents };
+                            while let Some((number, field)) = contents.field() {
+                                match (number, field) {
+                                    (8, Field::Bytes(s)) => tally.blob(s)?,
+                                    (1..=7, Field::Bytes(p)) => {
+                                        let n = contents_count(number, p);
+                                        tally.add(n, n * 8)?;
+                                    }
+                                    (1..=7, _) => tally.add(1, 8)?,
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -184,6 +265,73 @@ mod tests {
     }
 
     #[test]
+    fn infer_requests_are_counted_in_every_repeated_field() {
+        use crate::proto::inference::{
+            model_infer_request::InferInputTensor, InferTensorContents, ModelInferRequest,
+        };
+        let limits = Limits::default();
+        let input = |contents: InferTensorContents, shape: Vec<i64>| InferInputTensor {
+            name: "text".into(),
+            datatype: "BYTES".into(),
+            shape,
+            contents: Some(contents),
+            ..Default::default()
+        };
+        let ok = ModelInferRequest {
+            inputs: vec![input(
+                InferTensorContents {
+                    bytes_contents: vec![b"a".to_vec(); 1000],
+                    ..Default::default()
+                },
+                vec![1000],
+            )],
+            raw_input_contents: vec![vec![0; 1000]],
+            ..Default::default()
+        };
+        scan_infer_request(&ok.encode_to_vec(), &limits).unwrap();
+        // One-byte strings that would take 70 MB once decoded.
+        let strings = ModelInferRequest {
+            inputs: vec![input(
+                InferTensorContents {
+                    bytes_contents: vec![b"a".to_vec(); 1_300_000],
+                    ..Default::default()
+                },
+                vec![1],
+            )],
+            ..Default::default()
+        };
+        assert!(strings.encoded_len() < 4 << 20);
+        assert!(scan_infer_request(&strings.encode_to_vec(), &limits)
+            .unwrap_err()
+            .is_too_large());
+        // A shape of a million dimensions; many empty raw entries; packed floats.
+        let dims = ModelInferRequest {
+            inputs: vec![input(InferTensorContents::default(), vec![1; 1_000_000])],
+            ..Default::default()
+        };
+        assert!(scan_infer_request(&dims.encode_to_vec(), &limits).is_err());
+        let raw = ModelInferRequest {
+            raw_input_contents: vec![Vec::new(); 300_000],
+            ..Default::default()
+        };
+        assert!(scan_infer_request(&raw.encode_to_vec(), &limits).is_err());
+        let floats = ModelInferRequest {
+            inputs: vec![input(
+                InferTensorContents {
+                    fp32_contents: vec![0.5; 300_000],
+                    ..Default::default()
+                },
+                vec![300_000],
+            )],
+            ..Default::default()
+        };
+        assert_eq!(
+            scan_infer_request(&floats.encode_to_vec(), &limits),
+            Err(LimitError::WireElements { limit: 1 << 18 })
+        );
+    }
+
+    #[test]
     fn malformed_bytes_are_left_for_the_decoder() {
         let limits = Limits::default();
         for bytes in [
@@ -192,6 +340,7 @@ mod tests {
             &[],
         ] {
             scan_predict_request(bytes, &limits).unwrap();
+            scan_infer_request(bytes, &limits).unwrap();
         }
     }
 }

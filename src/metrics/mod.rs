@@ -24,6 +24,9 @@ pub enum Api {
     GetModelMetadata,
     GetModelStatus,
     ReloadConfig,
+    /// The Open Inference Protocol's calls.
+    ModelInfer,
+    ModelMetadata,
 }
 
 impl Api {
@@ -36,6 +39,8 @@ impl Api {
             Api::GetModelMetadata => "get_model_metadata",
             Api::GetModelStatus => "get_model_status",
             Api::ReloadConfig => "reload_config",
+            Api::ModelInfer => "model_infer",
+            Api::ModelMetadata => "model_metadata",
         }
     }
 }

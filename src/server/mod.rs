@@ -20,6 +20,7 @@ use crate::config::BatchingOptions;
 use crate::config::{ModelsConfig, ServerArgs};
 use crate::manager::{Manager, ManagerOptions};
 use crate::metrics::Metrics;
+use crate::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::proto::tensorflow::serving::MonitoringConfig;
 use crate::proto::tensorflow::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
@@ -27,8 +28,9 @@ use crate::proto::tensorflow::serving::{
 use crate::serving::{Core, CoreOptions};
 use crate::source::FileSystemSource;
 use crate::transport::grpc::GrpcServices;
-use crate::transport::grpc_scan::PredictScanLayer;
+use crate::transport::grpc_scan::WireScanLayer;
 use crate::transport::rest::{self, RestOptions, DEFAULT_METRICS_PATH};
+use crate::transport::v2::grpc::{is_probe, OipService};
 
 mod in_flight;
 mod tls;
@@ -271,7 +273,7 @@ impl Server {
         let grpc = builder
             .layer(in_flight.clone())
             .layer(GateLayer::new(core.gate(), grpc_exempt, grpc_overloaded))
-            .layer(PredictScanLayer::new(core.limits().clone()))
+            .layer(WireScanLayer::new(core.limits().clone()))
             .add_service(health_service)
             .add_service(
                 PredictionServiceServer::new(services.clone())
@@ -280,6 +282,11 @@ impl Server {
             )
             .add_service(
                 ModelServiceServer::new(services)
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            )
+            .add_service(
+                GrpcInferenceServiceServer::new(OipService::new(core.clone()))
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             );
@@ -543,9 +550,10 @@ async fn serve_rest_tls(
     .context("REST server (TLS) failed")
 }
 
-/// gRPC paths that pass the concurrency gate freely: health checks must answer under load.
+/// gRPC paths that pass the concurrency gate freely: health checks (the standard service's
+/// and the v2 API's liveness and readiness) must answer under load.
 fn grpc_exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/")
+    path.starts_with("/grpc.health.v1.Health/") || is_probe(path)
 }
 
 /// The gRPC answer of a request refused by the concurrency gate.

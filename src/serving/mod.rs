@@ -174,6 +174,11 @@ impl Core {
         self.pool.queued()
     }
 
+    /// Whether `model` is in the current configuration (whatever its versions' state).
+    pub fn is_configured(&self, model: &str) -> bool {
+        self.manager.is_configured(model)
+    }
+
     pub fn resolve(&self, spec: &ModelSpec) -> Result<ServableHandle, ServingError> {
         self.manager.resolve(&spec.name, &spec.version)
     }
@@ -222,6 +227,20 @@ impl Core {
         inputs: Inputs,
         output_filter: &[String],
     ) -> Result<Prediction, ServingError> {
+        self.predict_as(loaded, signature_name, inputs, output_filter, Api::Predict)
+            .await
+    }
+
+    /// Predict on a resolved version for another API (the Open Inference Protocol's
+    /// ModelInfer), which the runtime metrics then name.
+    pub async fn predict_as(
+        &self,
+        loaded: ServableHandle,
+        signature_name: &str,
+        inputs: Inputs,
+        output_filter: &[String],
+        api: Api,
+    ) -> Result<Prediction, ServingError> {
         let (name, signature) = Self::signature(&loaded, signature_name)?;
         if let Some(unknown) = output_filter.iter().find(|f| signature.output(f).is_none()) {
             return Err(ServingError::invalid_argument(format!(
@@ -234,9 +253,7 @@ impl Core {
             .check_inputs(&inputs, self.options.limits.max_batch)
             .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", loaded.describe())))?;
         let name = name.to_string();
-        let mut outputs = self
-            .run(&loaded, name.clone(), inputs, Api::Predict)
-            .await?;
+        let mut outputs = self.run(&loaded, name.clone(), inputs, api).await?;
         if !output_filter.is_empty() {
             outputs.retain(|k, _| output_filter.contains(k));
         }

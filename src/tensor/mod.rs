@@ -3,8 +3,10 @@
 //! read them and never see a proto. Nothing here knows about candle.
 
 mod proto;
+mod v2;
 
 pub use proto::{tensor_from_proto, tensor_to_proto, DecodeError};
+pub use v2::{dtype_from_v2, tensor_from_contents, tensor_from_raw, tensor_to_raw};
 
 use std::fmt;
 

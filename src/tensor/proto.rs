@@ -28,6 +28,15 @@ pub enum DecodeError {
     },
     #[error("DT_STRING values must be sent in string_val, not tensor_content")]
     StringContent,
+    #[error("the raw contents have {actual} bytes but shape {shape} of {dtype} needs {expected}")]
+    RawSize {
+        dtype: DType,
+        shape: String,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("{0}")]
+    Malformed(String),
     #[error("shape {shape} needs {expected} values but {actual} were given in {field}")]
     ValueCount {
         shape: String,

@@ -50,7 +50,7 @@ pub fn status_code(code: Code) -> tonic::Code {
     }
 }
 
-fn to_status(e: ServingError) -> Status {
+pub(crate) fn to_status(e: ServingError) -> Status {
     Status::new(status_code(e.code), e.message)
 }
 
@@ -97,7 +97,39 @@ pub struct GrpcServices {
 }
 
 /// An outcome and the version that produced it (for the metrics).
-type Served<T> = Result<(T, Option<i64>), ServingError>;
+pub(crate) type Served<T> = Result<(T, Option<i64>), ServingError>;
+
+/// Records a gRPC request's metrics and debug log, and converts the outcome.
+pub(crate) fn finish<T>(
+    core: &Core,
+    model: &str,
+    api: Api,
+    started: Instant,
+    result: Served<T>,
+) -> Result<Response<T>, Status> {
+    let (status, version) = match &result {
+        Ok((_, v)) => ("OK", *v),
+        Err(e) => (e.code.name(), None),
+    };
+    let took = started.elapsed();
+    core.record_request(RequestOutcome {
+        model,
+        version,
+        api,
+        entrypoint: Entrypoint::Grpc,
+        status,
+        took,
+    });
+    tracing::debug!(
+        model,
+        version,
+        api = api.as_str(),
+        status,
+        us = took.as_micros() as u64,
+        "gRPC request"
+    );
+    result.map(|(r, _)| Response::new(r)).map_err(to_status)
+}
 
 impl GrpcServices {
     pub fn new(core: Core, config_dir: PathBuf, reload_wait: Duration) -> Self {
@@ -108,7 +140,6 @@ impl GrpcServices {
         }
     }
 
-    /// Records the request's metrics and debug log, and converts the outcome.
     fn finish<T>(
         &self,
         model: &str,
@@ -116,28 +147,7 @@ impl GrpcServices {
         started: Instant,
         result: Served<T>,
     ) -> Result<Response<T>, Status> {
-        let (status, version) = match &result {
-            Ok((_, v)) => ("OK", *v),
-            Err(e) => (e.code.name(), None),
-        };
-        let took = started.elapsed();
-        self.core.record_request(RequestOutcome {
-            model,
-            version,
-            api,
-            entrypoint: Entrypoint::Grpc,
-            status,
-            took,
-        });
-        tracing::debug!(
-            model,
-            version,
-            api = api.as_str(),
-            status,
-            us = took.as_micros() as u64,
-            "gRPC request"
-        );
-        result.map(|(r, _)| Response::new(r)).map_err(to_status)
+        finish(&self.core, model, api, started, result)
     }
 
     async fn predict(&self, request: PredictRequest) -> Served<PredictResponse> {

@@ -1,5 +1,6 @@
-//! Measures a gRPC Predict message before tonic decodes it (see
-//! [`crate::admission::scan_predict_request`]): the body is read up to
+//! Measures a gRPC Predict or ModelInfer message before tonic decodes it (see
+//! [`crate::admission::scan_predict_request`] and [`crate::admission::scan_infer_request`]),
+//! and answers Triton's extensions of the v2 service by name. The body is read up to
 //! `--max_request_bytes` (as tonic would read it anyway), its values are counted on the wire,
 //! and a message holding more than the limits allow is refused without being decoded. It
 //! sits inside the concurrency gate, so only admitted requests hold a body in memory. Other
@@ -13,28 +14,32 @@ use std::task::{Context, Poll};
 use http_body_util::{BodyExt, Full, Limited};
 use tonic::body::Body;
 
-use crate::admission::{scan_predict_request, Limits};
+use crate::admission::{scan_infer_request, scan_predict_request, LimitError, Limits};
+use crate::transport::v2::grpc::triton_extension;
 
 const PREDICT: &str = "/tensorflow.serving.PredictionService/Predict";
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+type Scanner = fn(&[u8], &Limits) -> Result<(), LimitError>;
 
 #[derive(Clone)]
-pub struct PredictScanLayer {
+pub struct WireScanLayer {
     limits: Arc<Limits>,
 }
 
-impl PredictScanLayer {
+impl WireScanLayer {
     pub fn new(limits: Limits) -> Self {
-        PredictScanLayer {
+        WireScanLayer {
             limits: Arc::new(limits),
         }
     }
 }
 
-impl<S> tower::Layer<S> for PredictScanLayer {
-    type Service = PredictScan<S>;
+impl<S> tower::Layer<S> for WireScanLayer {
+    type Service = WireScan<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PredictScan {
+        WireScan {
             inner,
             limits: self.limits.clone(),
         }
@@ -42,12 +47,12 @@ impl<S> tower::Layer<S> for PredictScanLayer {
 }
 
 #[derive(Clone)]
-pub struct PredictScan<S> {
+pub struct WireScan<S> {
     inner: S,
     limits: Arc<Limits>,
 }
 
-impl<S> tower::Service<http::Request<Body>> for PredictScan<S>
+impl<S> tower::Service<http::Request<Body>> for WireScan<S>
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
         + Clone
@@ -66,9 +71,16 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if request.uri().path() != PREDICT {
-            return Box::pin(inner.call(request));
-        }
+        let scan: Scanner = match request.uri().path() {
+            PREDICT => scan_predict_request,
+            MODEL_INFER => scan_infer_request,
+            path => {
+                if let Some(status) = triton_extension(path) {
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+                return Box::pin(inner.call(request));
+            }
+        };
         let limits = self.limits.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
@@ -87,7 +99,7 @@ where
             if let (Some(0), Some(header)) = (bytes.first(), bytes.get(1..5)) {
                 let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
                 if let Some(message) = bytes.get(5..5 + len) {
-                    if let Err(e) = scan_predict_request(message, &limits) {
+                    if let Err(e) = scan(message, &limits) {
                         return Ok(tonic::Status::invalid_argument(e.to_string()).into_http());
                     }
                 }

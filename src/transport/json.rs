@@ -269,7 +269,7 @@ fn walk(
 
 /// A JSON number for an f32, written with the shortest digits that round-trip as f32
 /// (0.1, not 0.10000000149011612). Not-a-number becomes null, which JSON has instead.
-fn number(x: f32) -> Value {
+pub(crate) fn number(x: f32) -> Value {
     format!("{x}")
         .parse::<f64>()
         .ok()

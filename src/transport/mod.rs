@@ -1,10 +1,12 @@
-//! Transports: gRPC and REST. Each converts its wire types to the core's and back, and
+//! Transports: gRPC and REST, each with TF Serving's API and the Open Inference Protocol
+//! (`v2`). Each converts its wire types to the core's and back, and
 //! owns one table from [`crate::error::Code`] to its status codes. No model logic here.
 
 pub mod grpc;
 pub mod grpc_scan;
 pub mod json;
 pub mod rest;
+pub mod v2;
 
 use axum::http::{header, HeaderMap};
 

@@ -1,5 +1,6 @@
-//! TF Serving's REST API over the core (`/v1/models/...`), plus `/healthz`, `/readyz` and
-//! the Prometheus endpoint. Converts JSON to core types and [`ServingError`]s to
+//! TF Serving's REST API over the core (`/v1/models/...`), the Open Inference Protocol's
+//! routes (`/v2/...`, in [`super::v2::rest`]), `/healthz`, `/readyz` and the Prometheus
+//! endpoint. Converts JSON to core types and [`ServingError`]s to
 //! `{"error": "..."}` with the HTTP status of the gRPC code.
 //! No model logic: every model request goes through [`crate::serving::Core`].
 
@@ -18,7 +19,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::json::{self, proto_json};
-use super::{model_status, signature_def_map};
+use super::{model_status, signature_def_map, v2};
 use crate::admission::{self, Limits};
 use crate::error::{Code, ServingError};
 use crate::manager::VersionChoice;
@@ -67,7 +68,7 @@ pub fn http_status(code: Code) -> StatusCode {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -82,9 +83,12 @@ impl IntoResponse for ServingError {
     }
 }
 
-/// REST paths that pass the concurrency gate freely: health, readiness and metrics.
+/// REST paths that pass the concurrency gate freely: health, readiness (the v2 API's
+/// included), server metadata and metrics. Every model request takes a turn.
 pub fn exempt_from_gate(path: &str) -> bool {
-    !path.starts_with("/v1/")
+    let model_request =
+        path.starts_with("/v1/") || (path.starts_with("/v2/models/") && !path.ends_with("/ready"));
+    !model_request
 }
 
 /// The REST answer of a request refused by the concurrency gate.
@@ -93,9 +97,9 @@ pub fn overloaded(message: String) -> Response {
 }
 
 #[derive(Clone)]
-struct AppState {
-    core: Core,
-    options: Arc<RestOptions>,
+pub(crate) struct AppState {
+    pub(crate) core: Core,
+    pub(crate) options: Arc<RestOptions>,
 }
 
 /// The REST routes. `extra` layers (the in-flight counter) are applied by the caller.
@@ -108,6 +112,11 @@ pub fn router(core: Core, options: RestOptions) -> Router {
     };
     let mut router = Router::new()
         .route("/v1/models/{*rest}", any(models))
+        .route("/v2", get(v2::rest::server_metadata))
+        .route("/v2/health/live", get(v2::rest::live))
+        .route("/v2/health/ready", get(v2::rest::ready))
+        .route("/v2/models/{*rest}", any(v2::rest::models))
+        .route("/v2/{*rest}", any(v2::rest::other))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     if let Some(path) = metrics_path {
@@ -122,7 +131,7 @@ pub fn router(core: Core, options: RestOptions) -> Router {
         .with_state(state)
 }
 
-fn body_too_large(max_body: usize) -> Response {
+pub(crate) fn body_too_large(max_body: usize) -> Response {
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the request body is larger than {max_body} bytes (--rest_api_max_body_bytes)"),
@@ -141,7 +150,7 @@ async fn refuse_announced_oversize(max_body: usize, request: Request, next: Next
 async fn no_route(method: Method, uri: Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
-        format!("no route for {method} {}; the API is /v1/models/{{model}}[/versions/{{v}}|/labels/{{l}}][/metadata|:predict|:classify], /healthz, /readyz", uri.path()),
+        format!("no route for {method} {}; the API is /v1/models/{{model}}[/versions/{{v}}|/labels/{{l}}][/metadata|:predict|:classify], /v2/..., /healthz, /readyz", uri.path()),
     )
 }
 
@@ -280,6 +289,22 @@ async fn models(
         signature_name: String::new(),
     };
     let work = handle(&state.core, action, spec, &body);
+    let outcome = timed(&state, &model, action.api(), started, work).await;
+    match outcome {
+        Ok((body, _)) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs one model request under `--rest_api_timeout_in_ms`, then records its metrics and
+/// debug log. The work returns its answer and the version that served it.
+pub(crate) async fn timed<T>(
+    state: &AppState,
+    model: &str,
+    api: Api,
+    started: Instant,
+    work: impl std::future::Future<Output = Result<(T, Option<i64>), ServingError>>,
+) -> Result<(T, Option<i64>), ServingError> {
     let outcome = match state.options.timeout {
         Some(limit) => match tokio::time::timeout(limit, work).await {
             Ok(outcome) => outcome,
@@ -298,22 +323,19 @@ async fn models(
         Err(e) => (e.code.name(), None),
     };
     state.core.record_request(RequestOutcome {
-        model: &model,
+        model,
         version: served_version,
-        api: action.api(),
+        api,
         entrypoint: Entrypoint::Rest,
         status,
         took: started.elapsed(),
     });
-    tracing::debug!(model, version = ?served_version, api = action.api().as_str(), status, us = started.elapsed().as_micros() as u64, "REST request");
-    match outcome {
-        Ok((body, _)) => Json(body).into_response(),
-        Err(e) => e.into_response(),
-    }
+    tracing::debug!(model, version = ?served_version, api = api.as_str(), status, us = started.elapsed().as_micros() as u64, "REST request");
+    outcome
 }
 
 /// The body as a JSON object, measured (nesting, number of values) before it is parsed.
-fn parse_body(body: &[u8], limits: &Limits) -> Result<Map<String, Value>, ServingError> {
+pub(crate) fn parse_body(body: &[u8], limits: &Limits) -> Result<Map<String, Value>, ServingError> {
     admission::check_json(body, limits.max_json_depth, limits.max_elements)
         .map_err(|e| ServingError::over_limit(&e, "the request body"))?;
     match serde_json::from_slice::<Value>(body) {
