@@ -481,6 +481,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn model_requests_of_both_apis_take_a_turn_at_the_gate_and_probes_do_not() {
+        for path in ["/v1/models/m:predict", "/v2/models/m/infer", "/v2/models/m"] {
+            assert!(!exempt_from_gate(path), "{path}");
+        }
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/v2/health/ready",
+            "/v2/models/m/ready",
+            "/v2",
+        ] {
+            assert!(exempt_from_gate(path), "{path}");
+        }
+    }
+
+    #[test]
     fn routes() {
         assert_eq!(
             parse_route("m").unwrap(),

@@ -77,7 +77,7 @@ impl TensorMetadata {
     }
 }
 
-/// `ModelMetadata`: the model's available versions and the version a request would reach,
+/// `ModelMetadata`: the model's available versions (ascending) and the version a request would reach,
 /// with the inputs and outputs of the signature it names (`serving_default` unless given).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelMetadata {
@@ -92,12 +92,14 @@ pub fn model_metadata(core: &Core, spec: &ModelSpec) -> Result<ModelMetadata, Se
     let loaded = core.resolve(spec)?;
     let (_, signature) = Core::signature(&loaded, &spec.signature_name)?;
     let all = ModelSpec::latest(&spec.name);
-    let versions = core
+    let mut numbers: Vec<i64> = core
         .status(&all)?
         .into_iter()
         .filter(|s| s.state == VersionState::Available)
-        .map(|s| s.version.to_string())
+        .map(|s| s.version)
         .collect();
+    numbers.sort_unstable();
+    let versions = numbers.iter().map(i64::to_string).collect();
     Ok(ModelMetadata {
         name: loaded.model().to_string(),
         version: loaded.version(),
