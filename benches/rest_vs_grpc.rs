@@ -1,5 +1,6 @@
-//! REST versus gRPC for the same small request (one short sentence) at concurrency 1 and 32:
-//! requests/s, p50 and p99. Run against a tiny BERT (the transport dominates) and the real
+//! REST versus gRPC, TF Serving's API versus the Open Inference Protocol's (v2 gRPC; v2 REST
+//! with a JSON tensor and with the binary-data extension), for the same small request (one
+//! short sentence) at concurrency 1 and 32: requests/s, p50 and p99. Run against a tiny BERT (the transport dominates) and the real
 //! MiniLM (the model dominates). Not a test; results go in BENCHMARKS.md.
 //!
 //!     cargo bench --bench rest_vs_grpc
@@ -16,7 +17,7 @@ use std::time::Duration;
 use candle_serving::config::ModelsConfig;
 use candle_serving::server::ServerOptions;
 use common::*;
-use load::grpc_and_rest;
+use load::{grpc_and_rest, v2_cells};
 
 const RUN: Duration = Duration::from_secs(6);
 
@@ -45,12 +46,20 @@ async fn main() {
         RUN.as_secs(),
         std::thread::available_parallelism().unwrap()
     );
-    println!("| model | transport | concurrency | requests/s | p50 | p99 | errors |");
+    println!("| model | API | concurrency | requests/s | p50 | p99 | errors |");
     println!("|---|---|---|---|---|---|---|");
     for model in ["tiny", "minilm"] {
         for concurrency in [1, 32] {
             let [g, r] = grpc_and_rest(&s, model, &sentences, concurrency, RUN).await;
-            for (name, o) in [("gRPC", g), ("REST", r)] {
+            let [vg, vj, vb] = v2_cells(&s, model, &sentences, concurrency, RUN).await;
+            let cells = [
+                ("TF gRPC", g),
+                ("TF REST", r),
+                ("v2 gRPC", vg),
+                ("v2 REST JSON", vj),
+                ("v2 REST binary", vb),
+            ];
+            for (name, o) in cells {
                 println!(
                     "| {model} | {name} | {concurrency} | {:.0} | {:.2} ms | {:.2} ms | {} |",
                     o.rps,

@@ -735,3 +735,51 @@ async fn tritonclient_grpc_and_http_get_the_reference_embeddings_and_the_models_
     }
     s.stop().await;
 }
+
+/// The KServe manifests (a ClusterServingRuntime and two InferenceServices) against KServe's
+/// generated API classes (scripts/validate_kserve.py, venv by scripts/setup_validators.sh);
+/// and a copy with a misspelt field is refused by its path, so the check can fail.
+#[test]
+fn kserve_manifests_pass_the_schema_check_and_a_broken_copy_does_not() {
+    let python = repo_root().join(".cache/venv-validate/bin/python");
+    assert!(
+        python.is_file(),
+        "no validator venv: run scripts/setup_validators.sh (the test command does)"
+    );
+    let validate = |files: &[std::path::PathBuf]| {
+        let out = Command::new(&python)
+            .arg(repo_root().join("scripts/validate_kserve.py"))
+            .args(files)
+            .output()
+            .expect("python runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let deploy = repo_root().join("deploy/kserve");
+    let manifests = vec![
+        deploy.join("cluster-serving-runtime.yaml"),
+        deploy.join("inference-service.yaml"),
+    ];
+    let (code, out) = validate(&manifests);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("OK ").count(), 2, "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = std::fs::read_to_string(&manifests[0]).unwrap();
+    assert!(runtime.contains("readinessProbe:"));
+    let broken = dir.path().join("runtime.yaml");
+    std::fs::write(
+        &broken,
+        runtime.replace("readinessProbe:", "readynessProbe:"),
+    )
+    .unwrap();
+    let (code, out) = validate(&[broken]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("spec.containers[0].readynessProbe: unknown field"),
+        "{out}"
+    );
+}

@@ -93,3 +93,79 @@ pub async fn grpc_and_rest(
     .await;
     [g, r]
 }
+
+/// The same request over the Open Inference Protocol: v2 gRPC ModelInfer (raw contents, as
+/// tritonclient sends it), v2 REST with a JSON tensor (as curl would), and v2 REST with
+/// Triton's binary-data extension (tritonclient.http's default).
+#[allow(dead_code)] // rest_vs_grpc only
+pub async fn v2_cells(
+    s: &TestServer,
+    model: &'static str,
+    sentences: &Arc<Vec<String>>,
+    concurrency: usize,
+    run: Duration,
+) -> [Outcome; 3] {
+    use candle_serving::proto::inference::{
+        grpc_inference_service_client::GrpcInferenceServiceClient,
+        model_infer_request::InferInputTensor, ModelInferRequest,
+    };
+    fn raw(text: &str) -> Vec<u8> {
+        let mut out = (text.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", s.server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = GrpcInferenceServiceClient::new(channel);
+    let sents = sentences.clone();
+    let grpc = drive(concurrency, run, move |i| {
+        let mut client = client.clone();
+        let request = ModelInferRequest {
+            model_name: model.into(),
+            inputs: vec![InferInputTensor {
+                name: "text".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw(&sents[i % sents.len()])],
+            ..Default::default()
+        };
+        async move { client.model_infer(request).await.is_ok() }
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{}/v2/models/{model}/infer",
+        s.server.rest_addr.unwrap()
+    );
+    let (sents, client, to) = (sentences.clone(), http.clone(), url.clone());
+    let json = drive(concurrency, run, move |i| {
+        let body = serde_json::json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [sents[i % sents.len()]]}]}).to_string();
+        let request = client.post(&to).body(body);
+        async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+    let sents = sentences.clone();
+    let binary = drive(concurrency, run, move |i| {
+        let data = raw(&sents[i % sents.len()]);
+        let header = serde_json::json!({
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": data.len()}}],
+            "parameters": {"binary_data_output": true},
+        })
+        .to_string();
+        let length = header.len();
+        let mut body = header.into_bytes();
+        body.extend_from_slice(&data);
+        let request = http
+            .post(&url)
+            .header("Inference-Header-Content-Length", length)
+            .body(body);
+        async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+    [grpc, json, binary]
+}
