@@ -66,12 +66,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Values a packed repeated field holds: fixed-width ones by size, varints by terminators.
-fn packed_count(field: u64, payload: &[u8]) -> usize {
-    match field {
-        5 => payload.len() / 4,
-        6 => payload.len() / 8,
-        _ => payload.iter().filter(|&&b| b < 0x80).count(),
+/// Values a packed repeated field holds: fixed-width ones (`width` bytes) by size, varints
+/// (`None`) by terminators.
+fn packed_count(payload: &[u8], width: Option<usize>) -> usize {
+    match width {
+        Some(w) => payload.len() / w,
+        None => payload.iter().filter(|&&b| b < 0x80).count(),
     }
 }
 
@@ -82,7 +82,15 @@ struct Tally<'a> {
     limits: &'a Limits,
 }
 
-impl Tally<'_> {
+impl<'a> Tally<'a> {
+    fn new(limits: &'a Limits) -> Self {
+        Tally {
+            elements: 0,
+            bytes: 0,
+            limits,
+        }
+    }
+
     fn add(&mut self, count: usize, size: usize) -> Result<(), LimitError> {
         self.elements = self.elements.saturating_add(count);
         self.bytes = self.bytes.saturating_add(size);
@@ -109,11 +117,7 @@ impl Tally<'_> {
 /// together within `max_elements`, their decoded bytes (strings by length plus the vector
 /// that holds each) within `max_bytes`.
 pub fn scan_predict_request(message: &[u8], limits: &Limits) -> Result<(), LimitError> {
-    let mut tally = Tally {
-        elements: 0,
-        bytes: 0,
-        limits,
-    };
+    let mut tally = Tally::new(limits);
     let mut request = Reader { bytes: message };
     while let Some((number, field)) = request.field() {
         let (2, Field::Bytes(entry)) = (number, field) else {
@@ -129,7 +133,13 @@ pub fn scan_predict_request(message: &[u8], limits: &Limits) -> Result<(), Limit
                 match (number, field) {
                     (8, Field::Bytes(s)) => tally.blob(s)?,
                     (5 | 6 | 7 | 10 | 11 | 13, Field::Bytes(p)) => {
-                        let n = packed_count(number, p);
+                        // TensorProto: float_val (5) fixed 4 bytes, double_val (6) fixed 8.
+                        let width = match number {
+                            5 => Some(4),
+                            6 => Some(8),
+                            _ => None,
+                        };
+                        let n = packed_count(p, width);
                         tally.add(n, n * 8)?;
                     }
                     (5 | 6 | 7 | 10 | 11 | 13, _) => tally.add(1, 8)?,
@@ -146,20 +156,7 @@ pub fn scan_predict_request(message: &[u8], limits: &Limits) -> Result<(), Limit
 /// parameters (4) and typed contents (5: numbers in 1-7, strings in 8), requested outputs
 /// (6) and raw_input_contents (7). Field numbers are the protocol's.
 pub fn scan_infer_request(message: &[u8], limits: &Limits) -> Result<(), LimitError> {
-    /// InferTensorContents' packed fields by width: fp32 (6) is fixed 4 bytes, fp64 (7)
-    /// fixed 8, the rest varints.
-    fn contents_count(field: u64, payload: &[u8]) -> usize {
-        match field {
-            6 => payload.len() / 4,
-            7 => payload.len() / 8,
-            _ => payload.iter().filter(|&&b| b < 0x80).count(),
-        }
-    }
-    let mut tally = Tally {
-        elements: 0,
-        bytes: 0,
-        limits,
-    };
+    let mut tally = Tally::new(limits);
     let mut request = Reader { bytes: message };
     while let Some((number, field)) = request.field() {
         match (number, field) {
@@ -181,7 +178,13 @@ pub fn scan_infer_request(message: &[u8], limits: &Limits) -> Result<(), LimitEr
                                 match (number, field) {
                                     (8, Field::Bytes(s)) => tally.blob(s)?,
                                     (1..=7, Field::Bytes(p)) => {
-                                        let n = contents_count(number, p);
+                                        // fp32_contents (6) fixed 4 bytes, fp64 (7) fixed 8.
+                                        let width = match number {
+                                            6 => Some(4),
+                                            7 => Some(8),
+                                            _ => None,
+                                        };
+                                        let n = packed_count(p, width);
                                         tally.add(n, n * 8)?;
                                     }
                                     (1..=7, _) => tally.add(1, 8)?,

@@ -188,50 +188,43 @@ pub fn tensor_from_contents(
 ) -> Result<Tensor, DecodeError> {
     let (shape, count) = admit(shape, budget)?;
     let text = format_shape(&shape);
-    let check = |given: usize, field: &'static str| {
-        if given == count {
-            Ok(())
-        } else {
-            Err(DecodeError::ValueCount {
-                shape: text.clone(),
+    /// The values of one field: exactly `count` of them, admitted at `item` bytes each.
+    fn take<T: Clone>(
+        values: &[T],
+        field: &'static str,
+        (count, shape): (usize, &str),
+        budget: &mut Budget,
+    ) -> Result<Vec<T>, DecodeError> {
+        if values.len() != count {
+            return Err(DecodeError::ValueCount {
+                shape: shape.to_string(),
                 field,
                 expected: count,
-                actual: given,
-            })
+                actual: values.len(),
+            });
         }
-    };
+        budget.admit_bytes(count, std::mem::size_of::<T>())?;
+        Ok(values.to_vec())
+    }
+    let at = (count, text.as_str());
+    let c = contents;
     let data = match dtype {
-        DType::Float => {
-            check(contents.fp32_contents.len(), "fp32_contents")?;
-            budget.admit_bytes(count, 4)?;
-            TensorData::Float(contents.fp32_contents.clone())
-        }
-        DType::Double => {
-            check(contents.fp64_contents.len(), "fp64_contents")?;
-            budget.admit_bytes(count, 8)?;
-            TensorData::Double(contents.fp64_contents.clone())
-        }
-        DType::Int32 => {
-            check(contents.int_contents.len(), "int_contents")?;
-            budget.admit_bytes(count, 4)?;
-            TensorData::Int32(contents.int_contents.clone())
-        }
-        DType::Int64 => {
-            check(contents.int64_contents.len(), "int64_contents")?;
-            budget.admit_bytes(count, 8)?;
-            TensorData::Int64(contents.int64_contents.clone())
-        }
-        DType::Bool => {
-            check(contents.bool_contents.len(), "bool_contents")?;
-            budget.admit_bytes(count, 1)?;
-            TensorData::Bool(contents.bool_contents.clone())
-        }
+        DType::Float => TensorData::Float(take(&c.fp32_contents, "fp32_contents", at, budget)?),
+        DType::Double => TensorData::Double(take(&c.fp64_contents, "fp64_contents", at, budget)?),
+        DType::Int32 => TensorData::Int32(take(&c.int_contents, "int_contents", at, budget)?),
+        DType::Int64 => TensorData::Int64(take(&c.int64_contents, "int64_contents", at, budget)?),
+        DType::Bool => TensorData::Bool(take(&c.bool_contents, "bool_contents", at, budget)?),
         DType::String => {
-            check(contents.bytes_contents.len(), "bytes_contents")?;
-            for (index, value) in contents.bytes_contents.iter().enumerate() {
+            for (index, value) in c.bytes_contents.iter().enumerate() {
                 budget.admit_string(index, value, 1)?;
             }
-            TensorData::String(contents.bytes_contents.clone())
+            // Strings were admitted by length above; the vector itself counts as one each.
+            TensorData::String(take(
+                &c.bytes_contents,
+                "bytes_contents",
+                at,
+                &mut Budget::unbounded(),
+            )?)
         }
     };
     Ok(Tensor::new(shape, data).expect("the value count was checked; this is a bug"))
