@@ -1,15 +1,15 @@
 //! A Rust client of the Open Inference Protocol (KServe v2) over gRPC, doing what
 //! `tritonclient.grpc` does: readiness and metadata, then ModelInfer with the inputs in
 //! `raw_input_contents` (BYTES elements each preceded by a 4-byte little-endian length) and
-//! the outputs read from `raw_output_contents`. Works against this server, Triton, or any
-//! other v2 server.
+//! the outputs read from `raw_output_contents` (or from typed `contents`, where other v2
+//! servers put them). Works against this server, Triton, or any other v2 server.
 //!
 //!     cargo run --example infer_v2_grpc -- http://127.0.0.1:8500 symptom_ner "我头疼，还有点发烧"
 
 use candle_serving::proto::inference::{
     grpc_inference_service_client::GrpcInferenceServiceClient,
-    model_infer_request::InferInputTensor, ModelInferRequest, ModelMetadataRequest,
-    ModelReadyRequest, ServerReadyRequest,
+    model_infer_request::InferInputTensor, InferTensorContents, ModelInferRequest,
+    ModelMetadataRequest, ModelReadyRequest, ServerReadyRequest,
 };
 
 /// One output's values, decoded from its raw bytes by its datatype.
@@ -37,6 +37,29 @@ fn preview(datatype: &str, raw: &[u8]) -> Vec<String> {
         }
         other => vec![format!("({} bytes of {other})", raw.len())],
     }
+}
+
+/// Values from typed contents, whichever field is set.
+fn contents(c: &InferTensorContents) -> Vec<String> {
+    fn all<T: ToString>(v: &[T]) -> Vec<String> {
+        v.iter().map(T::to_string).collect()
+    }
+    [
+        all(&c.fp32_contents),
+        all(&c.fp64_contents),
+        all(&c.int_contents),
+        all(&c.int64_contents),
+        all(&c.uint_contents),
+        all(&c.uint64_contents),
+        all(&c.bool_contents),
+        c.bytes_contents
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect(),
+    ]
+    .into_iter()
+    .find(|v| !v.is_empty())
+    .unwrap_or_default()
 }
 
 #[tokio::main]
@@ -105,8 +128,14 @@ async fn main() -> anyhow::Result<()> {
         "model {} version {}",
         response.model_name, response.model_version
     );
-    for (output, raw) in response.outputs.iter().zip(&response.raw_output_contents) {
-        let values = preview(&output.datatype, raw);
+    for (i, output) in response.outputs.iter().enumerate() {
+        // tritonclient-style servers answer in raw_output_contents; others (MLServer,
+        // KServe's Python servers) in each output's typed contents.
+        let values = match (response.raw_output_contents.get(i), &output.contents) {
+            (Some(raw), _) => preview(&output.datatype, raw),
+            (None, Some(c)) => contents(c),
+            (None, None) => Vec::new(),
+        };
         let shown: Vec<&str> = values.iter().take(8).map(String::as_str).collect();
         let more = if values.len() > 8 { ", ..." } else { "" };
         println!(

@@ -176,8 +176,14 @@ async fn v2_grpc_answers_health_metadata_and_inference_like_the_tf_api() {
             .into_inner()
             .ready
     );
-    let (code, message) = err_of(v2.model_ready(ready("nope", "")).await);
-    assert_eq!(code, Code::NotFound, "{message}");
+    // As Triton answers: a model that is not served is not ready (not an error).
+    assert!(
+        !v2.model_ready(ready("nope", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
 
     let meta = v2
         .server_metadata(ServerMetadataRequest {})
@@ -391,6 +397,40 @@ async fn v2_grpc_refuses_bad_and_hostile_requests_with_the_model_and_cause() {
         "{m}"
     );
 
+    // Parameters of unimplemented extensions are refused, not silently ignored.
+    let mut r = text(&["a"]);
+    r.inputs[0].parameters.insert(
+        "shared_memory_region".into(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::StringParam("region0".into())),
+        },
+    );
+    let (code, m) = err_of(v2.model_infer(r).await);
+    assert_eq!(code, Code::Unimplemented);
+    assert!(
+        m.contains("`shared_memory_region` of the shared-memory extension"),
+        "{m}"
+    );
+    let mut r = text(&["a"]);
+    r.parameters.insert(
+        "sequence_id".into(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::Int64Param(7)),
+        },
+    );
+    let (code, m) = err_of(v2.model_infer(r).await);
+    assert_eq!(code, Code::Unimplemented, "{m}");
+
+    // A shape of a thousand dimensions is refused without quoting it back.
+    let mut r = text(&["a"]);
+    r.inputs[0].shape = vec![1; 1000];
+    let (code, m) = err_of(v2.model_infer(r).await);
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(
+        m.ends_with("the shape has 1000 dimensions; a request tensor may have at most 32"),
+        "{m}"
+    );
+
     // Triton's extensions of the service are named, not a bare UNIMPLEMENTED.
     let mut raw = tonic::client::Grpc::new(
         Channel::from_shared(format!("http://{}", s.server.grpc_addr))
@@ -579,6 +619,32 @@ async fn v2_rest_answers_json_and_binary_tensors_with_the_v1_error_statuses() {
     let (status, e) = status_and_error(get("/v2/models/minilm/config").await.unwrap()).await;
     assert_eq!(status, 501, "{e}");
     let (status, e) = status_and_error(get("/v2/repository/index").await.unwrap()).await;
+    assert_eq!(status, 501, "{e}");
+    let (status, e) = status_and_error(get("/v2/models/stats").await.unwrap()).await;
+    assert_eq!(status, 501, "{e}");
+    // A readiness probe never reads a body, whatever is sent with it.
+    let r = http
+        .post(rest(&s, "/v2/models/minilm/ready"))
+        .body(vec![b'x'; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let mismatched = http
+        .post(rest(&s, "/v2/models/minilm/infer"))
+        .header("Inference-Header-Content-Length", one.len())
+        .body(format!("{one}extra"))
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = status_and_error(mismatched).await;
+    assert_eq!(status, 400);
+    assert!(e.contains("model `minilm`: the inputs' binary_data_size add up to 0 bytes but the body has 5 bytes"), "{e}");
+    let shm = one.replace(
+        r#""data": ["a"]"#,
+        r#""data": ["a"], "parameters": {"shared_memory_region": "r0"}"#,
+    );
+    let (status, e) = status_and_error(post("/v2/models/minilm/infer", &shm).await.unwrap()).await;
     assert_eq!(status, 501, "{e}");
     let r = http
         .post(rest(&s, "/v2/models/minilm/infer"))

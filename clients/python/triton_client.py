@@ -48,11 +48,11 @@ def infer(client, triton, model, inputs, version="", binary=True, outputs=None, 
 
 
 def response_dict(result):
-    """The response header as a dict, from either client."""
-    try:
+    """The response header as a dict, from either client (the gRPC one returns a protobuf
+    message unless asked for JSON)."""
+    if type(result).__module__.startswith("tritonclient.grpc"):
         return result.get_response(as_json=True)
-    except TypeError:
-        return result.get_response()
+    return result.get_response()
 
 
 def texts(values):
@@ -75,7 +75,10 @@ def server_info(client, triton, model):
     meta = triton.get_server_metadata()
     meta = meta if isinstance(meta, dict) else json.loads(json_format(meta))
     ok &= report(meta["name"] == "candle-serving", f"server metadata {meta['name']} {meta['version']} extensions={meta.get('extensions')}")
-    model_meta = triton.get_model_metadata(model)
+    try:
+        model_meta = triton.get_model_metadata(model)
+    except client.InferenceServerException as e:
+        return report(False, f"model metadata {model}: {e.message()}")
     model_meta = model_meta if isinstance(model_meta, dict) else json.loads(json_format(model_meta))
     inputs = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in model_meta["inputs"]]
     outputs = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in model_meta["outputs"]]

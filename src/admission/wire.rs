@@ -156,22 +156,36 @@ pub fn scan_predict_request(message: &[u8], limits: &Limits) -> Result<(), Limit
 /// parameters (4) and typed contents (5: numbers in 1-7, strings in 8), requested outputs
 /// (6) and raw_input_contents (7). Field numbers are the protocol's.
 pub fn scan_infer_request(message: &[u8], limits: &Limits) -> Result<(), LimitError> {
+    // What one decoded item costs beyond its bytes on the wire: a parameter (a hash-map entry
+    // with its key and value), an input or requested output (the struct and its maps).
+    const PARAMETER: usize = 96;
+    const TENSOR: usize = 160;
     let mut tally = Tally::new(limits);
     let mut request = Reader { bytes: message };
     while let Some((number, field)) = request.field() {
         match (number, field) {
-            (4 | 6, _) => tally.add(1, 64)?,
+            (4, Field::Bytes(entry)) => tally.add(1, PARAMETER + entry.len())?,
             (7, Field::Bytes(raw)) => tally.blob(raw)?,
+            (6, Field::Bytes(output)) => {
+                tally.add(1, TENSOR + output.len())?;
+                let mut output = Reader { bytes: output };
+                while let Some((number, field)) = output.field() {
+                    if let (2, Field::Bytes(entry)) = (number, field) {
+                        tally.add(1, PARAMETER + entry.len())?;
+                    }
+                }
+            }
             (5, Field::Bytes(input)) => {
-                tally.add(1, 128)?;
+                tally.add(1, TENSOR)?;
                 let mut input = Reader { bytes: input };
                 while let Some((number, field)) = input.field() {
                     match (number, field) {
                         (3, Field::Bytes(p)) => {
-                            let n = p.iter().filter(|&&b| b < 0x80).count();
+                            let n = packed_count(p, None);
                             tally.add(n, n * 8)?;
                         }
-                        (3, _) | (4, _) => tally.add(1, 64)?,
+                        (3, _) => tally.add(1, 8)?,
+                        (4, Field::Bytes(entry)) => tally.add(1, PARAMETER + entry.len())?,
                         (5, Field::Bytes(contents)) => {
                             let mut contents = Reader { bytes: contents };
                             while let Some((number, field)) = contents.field() {
@@ -196,6 +210,7 @@ pub fn scan_infer_request(message: &[u8], limits: &Limits) -> Result<(), LimitEr
                     }
                 }
             }
+            (4..=7, _) => tally.add(1, PARAMETER)?,
             _ => {}
         }
     }
@@ -270,7 +285,8 @@ mod tests {
     #[test]
     fn infer_requests_are_counted_in_every_repeated_field() {
         use crate::proto::inference::{
-            model_infer_request::InferInputTensor, InferTensorContents, ModelInferRequest,
+            model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
+            InferParameter, InferTensorContents, ModelInferRequest,
         };
         let limits = Limits::default();
         let input = |contents: InferTensorContents, shape: Vec<i64>| InferInputTensor {
@@ -318,6 +334,21 @@ mod tests {
             ..Default::default()
         };
         assert!(scan_infer_request(&raw.encode_to_vec(), &limits).is_err());
+        // Requested outputs with many parameters each: each entry costs a map entry.
+        let output = InferRequestedOutputTensor {
+            name: "x".into(),
+            parameters: (0..5000)
+                .map(|i| (i.to_string(), InferParameter::default()))
+                .collect(),
+        };
+        let outputs = ModelInferRequest {
+            outputs: vec![output; 20],
+            ..Default::default()
+        };
+        assert!(outputs.encoded_len() < 4 << 20);
+        assert!(scan_infer_request(&outputs.encode_to_vec(), &limits)
+            .unwrap_err()
+            .is_too_large());
         let floats = ModelInferRequest {
             inputs: vec![input(
                 InferTensorContents {

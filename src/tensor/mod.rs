@@ -6,7 +6,10 @@ mod proto;
 mod v2;
 
 pub use proto::{tensor_from_proto, tensor_to_proto, DecodeError};
-pub use v2::{dtype_from_v2, tensor_from_contents, tensor_from_raw, tensor_to_raw};
+pub use v2::{
+    admit_shape as admit_v2_shape, dtype_from_v2, tensor_from_contents, tensor_from_raw,
+    tensor_to_raw,
+};
 
 use std::fmt;
 

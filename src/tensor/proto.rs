@@ -37,6 +37,10 @@ pub enum DecodeError {
     },
     #[error("{0}")]
     Malformed(String),
+    #[error("the shape has {rank} dimensions; a request tensor may have at most {limit}")]
+    Rank { rank: usize, limit: usize },
+    #[error("the shape has a negative dimension {0}")]
+    NegativeShape(i64),
     #[error("shape {shape} needs {expected} values but {actual} were given in {field}")]
     ValueCount {
         shape: String,

@@ -54,11 +54,21 @@ pub fn dtype_from_v2(name: &str) -> Result<DType, DecodeError> {
     })
 }
 
+/// Most dimensions a request tensor may have: far above any model's (3 here), low enough
+/// that a shape can be quoted in an error message.
+pub const MAX_RANK: usize = 32;
+
 /// Admits a v2 shape (signed dimensions) and returns it with its element count.
-fn admit(shape: &[i64], budget: &mut Budget) -> Result<(Vec<usize>, usize), DecodeError> {
+pub fn admit_shape(shape: &[i64], budget: &mut Budget) -> Result<(Vec<usize>, usize), DecodeError> {
+    if shape.len() > MAX_RANK {
+        return Err(DecodeError::Rank {
+            rank: shape.len(),
+            limit: MAX_RANK,
+        });
+    }
     let dims = shape
         .iter()
-        .map(|&d| u64::try_from(d).map_err(|_| DecodeError::NegativeDim(d)))
+        .map(|&d| u64::try_from(d).map_err(|_| DecodeError::NegativeShape(d)))
         .collect::<Result<Vec<u64>, _>>()?;
     let count = budget.admit_shape(&dims)?;
     // Every dimension is within the budget's per-dimension limit, so each fits a usize.
@@ -79,7 +89,7 @@ pub fn tensor_from_raw(
     bytes: &[u8],
     budget: &mut Budget,
 ) -> Result<Tensor, DecodeError> {
-    let (shape, count) = admit(shape, budget)?;
+    let (shape, count) = admit_shape(shape, budget)?;
     let data = match dtype {
         DType::String => TensorData::String(raw_strings(bytes, count, &shape, budget)?),
         _ => {
@@ -186,45 +196,52 @@ pub fn tensor_from_contents(
     contents: &InferTensorContents,
     budget: &mut Budget,
 ) -> Result<Tensor, DecodeError> {
-    let (shape, count) = admit(shape, budget)?;
+    let (shape, count) = admit_shape(shape, budget)?;
     let text = format_shape(&shape);
-    /// The values of one field: exactly `count` of them, admitted at `item` bytes each.
-    fn take<T: Clone>(
-        values: &[T],
-        field: &'static str,
-        (count, shape): (usize, &str),
-        budget: &mut Budget,
-    ) -> Result<Vec<T>, DecodeError> {
-        if values.len() != count {
-            return Err(DecodeError::ValueCount {
-                shape: shape.to_string(),
-                field,
-                expected: count,
-                actual: values.len(),
-            });
+    let check = |given: usize, field: &'static str| {
+        if given == count {
+            return Ok(());
         }
-        budget.admit_bytes(count, std::mem::size_of::<T>())?;
+        Err(DecodeError::ValueCount {
+            shape: text.clone(),
+            field,
+            expected: count,
+            actual: given,
+        })
+    };
+    /// The values of one field, admitted at their size each, then copied.
+    fn take<T: Clone>(values: &[T], budget: &mut Budget) -> Result<Vec<T>, DecodeError> {
+        budget.admit_bytes(values.len(), std::mem::size_of::<T>())?;
         Ok(values.to_vec())
     }
-    let at = (count, text.as_str());
     let c = contents;
     let data = match dtype {
-        DType::Float => TensorData::Float(take(&c.fp32_contents, "fp32_contents", at, budget)?),
-        DType::Double => TensorData::Double(take(&c.fp64_contents, "fp64_contents", at, budget)?),
-        DType::Int32 => TensorData::Int32(take(&c.int_contents, "int_contents", at, budget)?),
-        DType::Int64 => TensorData::Int64(take(&c.int64_contents, "int64_contents", at, budget)?),
-        DType::Bool => TensorData::Bool(take(&c.bool_contents, "bool_contents", at, budget)?),
+        DType::Float => {
+            check(c.fp32_contents.len(), "fp32_contents")?;
+            TensorData::Float(take(&c.fp32_contents, budget)?)
+        }
+        DType::Double => {
+            check(c.fp64_contents.len(), "fp64_contents")?;
+            TensorData::Double(take(&c.fp64_contents, budget)?)
+        }
+        DType::Int32 => {
+            check(c.int_contents.len(), "int_contents")?;
+            TensorData::Int32(take(&c.int_contents, budget)?)
+        }
+        DType::Int64 => {
+            check(c.int64_contents.len(), "int64_contents")?;
+            TensorData::Int64(take(&c.int64_contents, budget)?)
+        }
+        DType::Bool => {
+            check(c.bool_contents.len(), "bool_contents")?;
+            TensorData::Bool(take(&c.bool_contents, budget)?)
+        }
         DType::String => {
+            check(c.bytes_contents.len(), "bytes_contents")?;
             for (index, value) in c.bytes_contents.iter().enumerate() {
                 budget.admit_string(index, value, 1)?;
             }
-            // Strings were admitted by length above; the vector itself counts as one each.
-            TensorData::String(take(
-                &c.bytes_contents,
-                "bytes_contents",
-                at,
-                &mut Budget::unbounded(),
-            )?)
+            TensorData::String(c.bytes_contents.clone())
         }
     };
     Ok(Tensor::new(shape, data).expect("the value count was checked; this is a bug"))
@@ -288,11 +305,15 @@ mod tests {
         assert!(e(DType::String, &[3], b"\x00\x00\x00\x00").contains("too few"));
         assert_eq!(
             e(DType::Int64, &[-1], &[]),
-            "tensor_shape has a negative dimension -1"
+            "the shape has a negative dimension -1"
         );
         // A huge claimed shape is refused before anything is allocated for it.
         assert!(e(DType::String, &[1 << 40], &[]).contains("--max_request_dim"));
         assert!(e(DType::Float, &[60_000, 60_000], &[]).contains("--max_request_elements"));
+        assert_eq!(
+            e(DType::Float, &[1; 40], &[]),
+            "the shape has 40 dimensions; a request tensor may have at most 32"
+        );
     }
 
     #[test]

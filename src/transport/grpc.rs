@@ -50,8 +50,21 @@ pub fn status_code(code: Code) -> tonic::Code {
     }
 }
 
+/// Longest message put in `grpc-message`: clients cap their metadata at 8-16 KB and would
+/// report a longer one as a broken stream instead of the cause.
+const MAX_STATUS_MESSAGE: usize = 4096;
+
 pub(crate) fn to_status(e: ServingError) -> Status {
-    Status::new(status_code(e.code), e.message)
+    let mut message = e.message;
+    if message.len() > MAX_STATUS_MESSAGE {
+        let mut end = MAX_STATUS_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(" (truncated)");
+    }
+    Status::new(status_code(e.code), message)
 }
 
 /// A request's ModelSpec in core terms.

@@ -86,8 +86,10 @@ impl IntoResponse for ServingError {
 /// REST paths that pass the concurrency gate freely: health, readiness (the v2 API's
 /// included), server metadata and metrics. Every model request takes a turn.
 pub fn exempt_from_gate(path: &str) -> bool {
-    let model_request =
-        path.starts_with("/v1/") || (path.starts_with("/v2/models/") && !path.ends_with("/ready"));
+    let model_request = path.starts_with("/v1/")
+        || path
+            .strip_prefix("/v2/models/")
+            .is_some_and(|rest| !v2::rest::is_probe(rest));
     !model_request
 }
 
@@ -482,7 +484,12 @@ mod tests {
 
     #[test]
     fn model_requests_of_both_apis_take_a_turn_at_the_gate_and_probes_do_not() {
-        for path in ["/v1/models/m:predict", "/v2/models/m/infer", "/v2/models/m"] {
+        for path in [
+            "/v1/models/m:predict",
+            "/v2/models/m/infer",
+            "/v2/models/m",
+            "/v2/models/ready",
+        ] {
             assert!(!exempt_from_gate(path), "{path}");
         }
         for path in [

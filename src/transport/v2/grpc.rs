@@ -10,8 +10,8 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::{
-    infer, insert_input, model_metadata, model_ready, model_spec, server_ready, InputError,
-    EXTENSIONS, PLATFORM, SERVER_NAME, SIGNATURE_NAME, VERSION_LABEL,
+    infer, insert_input, model_metadata, model_ready, model_spec, refuse_extensions, server_ready,
+    InputError, EXTENSIONS, PLATFORM, SERVER_NAME, SIGNATURE_NAME, VERSION_LABEL,
 };
 use crate::error::ServingError;
 use crate::metrics::Api;
@@ -73,6 +73,7 @@ impl OipService {
 
 /// A string parameter, refusing one of another type.
 fn string_param<'a>(
+    model: &str,
     parameters: &'a HashMap<String, InferParameter>,
     name: &str,
 ) -> Result<Option<&'a str>, ServingError> {
@@ -83,7 +84,7 @@ fn string_param<'a>(
         None => Ok(None),
         Some(ParameterChoice::StringParam(s)) => Ok(Some(s)),
         Some(_) => Err(ServingError::invalid_argument(format!(
-            "parameter `{name}` must be a string"
+            "model `{model}`: parameter `{name}` must be a string"
         ))),
     }
 }
@@ -119,11 +120,27 @@ fn decode_inputs(
 
 impl OipService {
     async fn model_infer(&self, request: ModelInferRequest) -> Served<ModelInferResponse> {
+        let model = &request.model_name;
+        refuse_extensions(model, "the request", request.parameters.keys())?;
+        for input in &request.inputs {
+            refuse_extensions(
+                model,
+                &format!("input `{}`", input.name),
+                input.parameters.keys(),
+            )?;
+        }
+        for output in &request.outputs {
+            refuse_extensions(
+                model,
+                &format!("output `{}`", output.name),
+                output.parameters.keys(),
+            )?;
+        }
         let spec = model_spec(
-            &request.model_name,
+            model,
             &request.model_version,
-            string_param(&request.parameters, VERSION_LABEL)?,
-            string_param(&request.parameters, SIGNATURE_NAME)?,
+            string_param(model, &request.parameters, VERSION_LABEL)?,
+            string_param(model, &request.parameters, SIGNATURE_NAME)?,
         )?;
         let raw = request.raw_input_contents.len();
         if raw != 0 && raw != request.inputs.len() {
@@ -219,10 +236,16 @@ impl GrpcInferenceService for OipService {
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.into_inner();
-        model_spec(&request.name, &request.version, None, None)
+        // As Triton does, a model that is not served is "not ready" here rather than an
+        // error (tritonclient.grpc's is_model_ready raises on errors).
+        let ready = match model_spec(&request.name, &request.version, None, None)
             .and_then(|spec| model_ready(&self.core, &spec))
-            .map(|ready| Response::new(ModelReadyResponse { ready }))
-            .map_err(to_status)
+        {
+            Ok(ready) => ready,
+            Err(e) if e.code == crate::error::Code::NotFound => false,
+            Err(e) => return Err(to_status(e)),
+        };
+        Ok(Response::new(ModelReadyResponse { ready }))
     }
 
     async fn server_metadata(

@@ -167,13 +167,16 @@ pub async fn infer(
             Api::ModelInfer,
         )
         .await?;
-    let outputs = order
-        .into_iter()
-        .filter_map(|name| {
-            let tensor = prediction.outputs.remove(&name)?;
-            Some((name, tensor))
-        })
-        .collect();
+    let mut outputs = Vec::with_capacity(order.len());
+    for name in order {
+        let Some(tensor) = prediction.outputs.remove(&name) else {
+            return Err(ServingError::internal(format!(
+                "model `{}` version {} produced no `{name}` output",
+                prediction.model, prediction.version
+            )));
+        };
+        outputs.push((name, tensor));
+    }
     Ok(Inferred {
         model: prediction.model,
         version: prediction.version,
@@ -199,6 +202,34 @@ fn output_order(signature: &Signature, requested: &[String]) -> Result<Vec<Strin
         }
     }
     Ok(requested.to_vec())
+}
+
+/// The protocol extension a parameter belongs to when this server does not implement it:
+/// a request that relies on one is refused rather than answered as if it were plain.
+pub fn unsupported_extension(parameter: &str) -> Option<&'static str> {
+    if parameter.starts_with("shared_memory_") {
+        Some("shared-memory")
+    } else if parameter.starts_with("sequence_") {
+        Some("sequence batching")
+    } else {
+        None
+    }
+}
+
+/// Refuses the first parameter of `names` that belongs to an unimplemented extension.
+pub fn refuse_extensions<'a>(
+    model: &str,
+    what: &str,
+    names: impl IntoIterator<Item = &'a String>,
+) -> Result<(), ServingError> {
+    for name in names {
+        if let Some(extension) = unsupported_extension(name) {
+            return Err(ServingError::unimplemented(format!(
+                "model `{model}`: {what} has parameter `{name}` of the {extension} extension, which this server does not implement"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Adds a decoded input, refusing a name given twice.

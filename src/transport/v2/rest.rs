@@ -8,8 +8,7 @@
 
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -17,15 +16,16 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::{
-    infer, insert_input, model_metadata, model_ready, model_spec, server_ready, InputError,
-    EXTENSIONS, PLATFORM, SERVER_NAME, SIGNATURE_NAME, VERSION_LABEL,
+    infer, insert_input, model_metadata, model_ready, model_spec, refuse_extensions, server_ready,
+    InputError, EXTENSIONS, PLATFORM, SERVER_NAME, SIGNATURE_NAME, VERSION_LABEL,
 };
 use crate::admission::Budget;
 use crate::error::ServingError;
 use crate::metrics::Api;
 use crate::servable::Inputs;
 use crate::tensor::{
-    dtype_from_v2, tensor_from_raw, tensor_to_raw, DType, DecodeError, Tensor, TensorData,
+    admit_v2_shape, dtype_from_v2, tensor_from_raw, tensor_to_raw, DType, DecodeError, Tensor,
+    TensorData,
 };
 use crate::transport::json::number;
 use crate::transport::rest::{body_too_large, error, parse_body, timed, AppState};
@@ -96,6 +96,10 @@ enum Action {
 
 /// `{model}[/versions/{v}][/ready|/infer]`; `None` for any other shape.
 fn parse_route(rest: &str) -> Option<(&str, &str, Action)> {
+    // Triton's statistics of every model (`get_inference_statistics()` with no model).
+    if rest == "stats" {
+        return Some(("", "", Action::Extension));
+    }
     let parts: Vec<&str> = rest.split('/').collect();
     let (model, version, tail) = match parts.as_slice() {
         [model, "versions", version, tail @ ..] if !version.is_empty() => (*model, *version, tail),
@@ -117,14 +121,21 @@ fn parse_route(rest: &str) -> Option<(&str, &str, Action)> {
     Some((model, version, action))
 }
 
-/// `/v2/models/...`.
+/// Whether a path under `/v2/models/` is a readiness probe, which passes the concurrency
+/// gate freely.
+pub fn is_probe(rest: &str) -> bool {
+    matches!(parse_route(rest), Some((_, _, Action::Ready)))
+}
+
+/// `/v2/models/...`. The body is read only for an inference, within
+/// `--rest_api_max_body_bytes`; other calls never buffer one.
 pub(crate) async fn models(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
     Path(rest): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let Some((model, version, action)) = parse_route(&rest) else {
@@ -134,19 +145,17 @@ pub(crate) async fn models(
         Action::Infer => Method::POST,
         _ => Method::GET,
     };
-    if action == Action::Extension {
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{method} {} is one of Triton's extensions of the protocol, which this server does not implement", uri.path()),
-        );
-    }
-    if method != allowed {
+    if method != allowed && action != Action::Extension {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {}; use {allowed}", uri.path()),
         );
     }
     match action {
+        Action::Extension => error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{method} {} is one of Triton's extensions of the protocol, which this server does not implement", uri.path()),
+        ),
         Action::Metadata => {
             let work = async {
                 let spec = model_spec(model, version, None, None)?;
@@ -183,17 +192,14 @@ pub(crate) async fn models(
             }
         }
         Action::Infer => {
-            let body = match body {
+            let max = state.options.max_body_bytes;
+            let body = match axum::body::to_bytes(body, max).await {
                 Ok(body) => body,
-                Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    return body_too_large(state.options.max_body_bytes)
-                }
-                Err(rejection) => return error(rejection.status(), rejection.body_text()),
+                Err(_) => return body_too_large(max),
             };
             let work = run_infer(&state, model, version, &headers, &body);
             respond(timed(&state, model, Api::ModelInfer, started, work).await)
         }
-        Action::Extension => unreachable!("answered above"),
     }
 }
 
@@ -286,17 +292,24 @@ async fn run_infer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Response, Option<i64>), ServingError> {
-    let (header_part, binary) = split_body(headers, body)?;
-    let request = parse_body(header_part, state.core.limits())?;
+    let in_model = |e: ServingError| e.context(format_args!("model `{model}`"));
+    let (header_part, binary) = split_body(headers, body).map_err(in_model)?;
+    let request = parse_body(header_part, state.core.limits()).map_err(in_model)?;
     let bad = |m: String| ServingError::invalid_argument(format!("model `{model}`: {m}"));
-    let parameters = object(request.get("parameters"), "parameters").map_err(bad)?;
+    let parameters =
+        object(request.get("parameters"), "the request's `parameters`").map_err(bad)?;
+    if let Some(parameters) = parameters {
+        refuse_extensions(model, "the request", parameters.keys())?;
+    }
     let spec = model_spec(
         model,
         version,
-        string_param(parameters, VERSION_LABEL)?,
-        string_param(parameters, SIGNATURE_NAME)?,
+        string_param(parameters, VERSION_LABEL).map_err(in_model)?,
+        string_param(parameters, SIGNATURE_NAME).map_err(in_model)?,
     )?;
-    let all_binary = bool_param(parameters, "binary_data_output")?.unwrap_or(false);
+    let all_binary = bool_param(parameters, "binary_data_output")
+        .map_err(in_model)?
+        .unwrap_or(false);
     let id = match request.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -305,6 +318,23 @@ async fn run_infer(
     let Some(Value::Array(inputs)) = request.get("inputs") else {
         return Err(bad("the body needs `inputs`, a list of tensors".into()));
     };
+    for input in inputs {
+        let name = input.get("name").and_then(Value::as_str).unwrap_or("?");
+        if let Some(Value::Object(p)) = input.get("parameters") {
+            refuse_extensions(model, &format!("input `{name}`"), p.keys())?;
+        }
+    }
+    // The inputs' binary parts must add up to the binary data exactly.
+    let declared: u64 = inputs
+        .iter()
+        .filter_map(|i| i.get("parameters")?.get("binary_data_size")?.as_u64())
+        .fold(0u64, u64::saturating_add);
+    if declared != binary.len() as u64 {
+        return Err(bad(format!(
+            "the inputs' binary_data_size add up to {declared} bytes but the body has {} bytes of binary data after its JSON header",
+            binary.len()
+        )));
+    }
     let requested = match request.get("outputs") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list
@@ -313,7 +343,10 @@ async fn run_infer(
                 let name = o.get("name").and_then(Value::as_str).ok_or_else(|| {
                     bad("each of `outputs` needs a `name`".into())
                 })?;
-                let params = object(o.get("parameters"), "parameters").map_err(bad)?;
+                let params = object(o.get("parameters"), &format!("output `{name}`'s `parameters`")).map_err(bad)?;
+                if let Some(p) = params {
+                    refuse_extensions(model, &format!("output `{name}`"), p.keys())?;
+                }
                 if params.is_some_and(|p| p.get("classification").is_some_and(|c| !c.is_null())) {
                     return Err(ServingError::unimplemented(format!(
                         "model `{model}`: output `{name}` asks for the classification extension, which this server does not implement; use :classify on the v1 API"
@@ -355,15 +388,17 @@ async fn run_infer(
             "datatype": tensor.dtype().v2_name(),
             "shape": tensor.shape(),
         });
-        if binary {
-            any_binary = true;
-            let raw = tensor_to_raw(tensor);
-            output["parameters"] = json!({ "binary_data_size": raw.len() });
-            binary_out.extend_from_slice(&raw);
-        } else {
-            output["data"] = flat_json(tensor).map_err(|m| {
-                ServingError::internal(format!("model `{model}` output `{name}`: {m}"))
-            })?;
+        // A BYTES output that is not UTF-8 cannot be a JSON string: it goes as binary data,
+        // which tritonclient reads either way.
+        let as_json = if binary { None } else { flat_json(tensor) };
+        match as_json {
+            Some(data) => output["data"] = data,
+            None => {
+                any_binary = true;
+                let raw = tensor_to_raw(tensor);
+                output["parameters"] = json!({ "binary_data_size": raw.len() });
+                binary_out.extend_from_slice(&raw);
+            }
         }
         outputs.push(output);
     }
@@ -391,9 +426,10 @@ async fn run_infer(
     Ok((response, Some(inferred.version)))
 }
 
-/// A JSON array of the tensor's values, flattened in row-major order.
-fn flat_json(tensor: &Tensor) -> Result<Value, String> {
-    Ok(Value::Array(match tensor.data() {
+/// A JSON array of the tensor's values, flattened in row-major order; `None` when a BYTES
+/// value is not UTF-8.
+fn flat_json(tensor: &Tensor) -> Option<Value> {
+    Some(Value::Array(match tensor.data() {
         TensorData::Float(v) => v.iter().map(|&x| number(x)).collect(),
         TensorData::Double(v) => v
             .iter()
@@ -404,12 +440,8 @@ fn flat_json(tensor: &Tensor) -> Result<Value, String> {
         TensorData::Bool(v) => v.iter().map(|&x| Value::from(x)).collect(),
         TensorData::String(v) => v
             .iter()
-            .map(|s| {
-                std::str::from_utf8(s).map(Value::from).map_err(|_| {
-                    "a BYTES value is not UTF-8; ask for it with `binary_data`".to_string()
-                })
-            })
-            .collect::<Result<_, _>>()?,
+            .map(|s| std::str::from_utf8(s).ok().map(Value::from))
+            .collect::<Option<_>>()?,
     }))
 }
 
@@ -489,15 +521,7 @@ fn decode_inputs(
         .map_err(|e| (name.clone(), e))?;
         insert_input(&mut decoded, &name, tensor)?;
     }
-    if !binary.is_empty() {
-        return Err((
-            "(binary data)".into(),
-            DecodeError::Malformed(format!(
-                "{} bytes of binary data are left after the inputs' binary_data_size",
-                binary.len()
-            )),
-        ));
-    }
+    debug_assert!(binary.is_empty(), "the sizes were added up before decoding");
     Ok(decoded)
 }
 
@@ -509,12 +533,7 @@ fn json_tensor(
     data: &Value,
     budget: &mut Budget,
 ) -> Result<Tensor, DecodeError> {
-    let dims = shape
-        .iter()
-        .map(|&d| u64::try_from(d).map_err(|_| DecodeError::NegativeDim(d)))
-        .collect::<Result<Vec<u64>, _>>()?;
-    let count = budget.admit_shape(&dims)?;
-    let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    let (shape, count) = admit_v2_shape(shape, budget)?;
     let mut leaves: Vec<&Value> = Vec::new();
     flatten(data, &mut leaves, count);
     if leaves.len() != count {
@@ -526,16 +545,26 @@ fn json_tensor(
         });
     }
     let wrong = |i: usize, v: &Value| {
+        let kind = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number out of range or of the wrong kind",
+            Value::String(_) => "a string",
+            Value::Array(_) => "a list",
+            Value::Object(_) => "an object",
+        };
         DecodeError::Malformed(format!(
-            "data element {i} is `{v}`, not a {} value",
+            "data element {i} is {kind}, not a {} value",
             dtype.v2_name()
         ))
     };
     fn read<T>(
         leaves: &[&Value],
+        budget: &mut Budget,
         f: impl Fn(&Value) -> Option<T>,
         wrong: impl Fn(usize, &Value) -> DecodeError,
     ) -> Result<Vec<T>, DecodeError> {
+        budget.admit_bytes(leaves.len(), std::mem::size_of::<T>())?;
         leaves
             .iter()
             .enumerate()
@@ -548,29 +577,28 @@ fn json_tensor(
                 let s = v.as_str().ok_or_else(|| wrong(i, v))?;
                 budget.admit_string(i, s.as_bytes(), 1)?;
             }
-            TensorData::String(read(
-                &leaves,
-                |v| v.as_str().map(|s| s.as_bytes().to_vec()),
-                wrong,
-            )?)
+            TensorData::String(
+                leaves
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().as_bytes().to_vec())
+                    .collect(),
+            )
         }
-        _ => {
-            budget.admit_bytes(count, 8)?;
-            match dtype {
-                DType::Float => {
-                    TensorData::Float(read(&leaves, |v| v.as_f64().map(|x| x as f32), wrong)?)
-                }
-                DType::Double => TensorData::Double(read(&leaves, Value::as_f64, wrong)?),
-                DType::Int32 => TensorData::Int32(read(
-                    &leaves,
-                    |v| v.as_i64().and_then(|x| i32::try_from(x).ok()),
-                    wrong,
-                )?),
-                DType::Int64 => TensorData::Int64(read(&leaves, Value::as_i64, wrong)?),
-                DType::Bool => TensorData::Bool(read(&leaves, Value::as_bool, wrong)?),
-                DType::String => unreachable!("handled above"),
-            }
-        }
+        DType::Float => TensorData::Float(read(
+            &leaves,
+            budget,
+            |v| v.as_f64().map(|x| x as f32),
+            wrong,
+        )?),
+        DType::Double => TensorData::Double(read(&leaves, budget, Value::as_f64, wrong)?),
+        DType::Int32 => TensorData::Int32(read(
+            &leaves,
+            budget,
+            |v| v.as_i64().and_then(|x| i32::try_from(x).ok()),
+            wrong,
+        )?),
+        DType::Int64 => TensorData::Int64(read(&leaves, budget, Value::as_i64, wrong)?),
+        DType::Bool => TensorData::Bool(read(&leaves, budget, Value::as_bool, wrong)?),
     };
     Ok(Tensor::new(shape, data).expect("the value count was checked; this is a bug"))
 }
@@ -608,6 +636,8 @@ mod tests {
         assert_eq!(parse_route("m/config"), Some(("m", "", Action::Extension)));
         assert_eq!(parse_route("m/other"), None);
         assert_eq!(parse_route("/infer"), None);
+        assert_eq!(parse_route("stats"), Some(("", "", Action::Extension)));
+        assert!(is_probe("m/versions/3/ready") && !is_probe("ready") && !is_probe("m/infer"));
     }
 
     #[test]
@@ -626,7 +656,10 @@ mod tests {
         let strings = json_tensor(DType::String, &[2], &json!(["头痛", "x"]), &mut budget).unwrap();
         assert_eq!(strings, Tensor::strings(["头痛", "x"]));
         let e = json_tensor(DType::Int32, &[2], &json!([1, 1.5]), &mut budget).unwrap_err();
-        assert_eq!(e.to_string(), "data element 1 is `1.5`, not a INT32 value");
+        assert_eq!(
+            e.to_string(),
+            "data element 1 is a number out of range or of the wrong kind, not a INT32 value"
+        );
         let e = json_tensor(DType::Int64, &[3], &json!([1, 2]), &mut budget).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -637,7 +670,7 @@ mod tests {
     }
 
     #[test]
-    fn binary_inputs_are_taken_in_order_and_must_be_used_up() {
+    fn binary_inputs_are_taken_in_order() {
         let raw = tensor_to_raw(&Tensor::strings(["a", "bc"]));
         let inputs = vec![
             json!({"name": "text", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": raw.len()}}),
@@ -645,13 +678,6 @@ mod tests {
         let mut budget = Budget::new(&Limits::default());
         let decoded = decode_inputs(&inputs, &raw, &mut budget).unwrap();
         assert_eq!(decoded["text"], Tensor::strings(["a", "bc"]));
-        let mut longer = raw.clone();
-        longer.push(0);
-        let (_, e) = decode_inputs(&inputs, &longer, &mut budget).unwrap_err();
-        assert!(
-            e.to_string().contains("1 bytes of binary data are left"),
-            "{e}"
-        );
         let (name, e) = decode_inputs(&inputs, &raw[..3], &mut budget).unwrap_err();
         assert_eq!(name, "text");
         assert!(e.to_string().contains("only 3 bytes"), "{e}");
