@@ -273,8 +273,10 @@ async fn every_error_has_its_status_and_message() {
         ("POST", "/v1/models/emb:explain", Some("{}"), StatusCode::NOT_FOUND, "unknown verb `:explain`; use :predict, :classify or :regress"),
         ("POST", "/v1/models/emb:classify", Some("{\"examples\": [{\"text\": \"a\"}]}"), StatusCode::BAD_REQUEST,
          "model `emb` version 1 (embedding) does not classify; use Predict"),
+        ("GET", "/v3/models", None, StatusCode::NOT_FOUND,
+         "no route for GET /v3/models; the API is /v1/models/{model}[/versions/{v}|/labels/{l}][/metadata|:predict|:classify], /v2/..., /healthz, /readyz"),
         ("GET", "/v2/models", None, StatusCode::NOT_FOUND,
-         "no route for GET /v2/models; the API is /v1/models/{model}[/versions/{v}|/labels/{l}][/metadata|:predict|:classify], /healthz, /readyz"),
+         "no route for GET /v2/models; the v2 API is /v2, /v2/health/live, /v2/health/ready, /v2/models/{model}[/versions/{v}][/ready|/infer]"),
     ];
     for (method, path, body, status, message) in cases {
         let url = format!("{}{path}", r.base);
