@@ -849,3 +849,97 @@ fn kserve_manifests_pass_the_schema_check_and_a_broken_copy_does_not() {
         "{out}"
     );
 }
+
+/// The v2 API goes through the same manager and batcher as the TF API: ModelInfer requests
+/// from eight clients share batches, and a new version published under that load takes over
+/// without a failed request or a client going back to the old version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_requests_are_batched_and_swap_versions_without_a_failure() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("m");
+    publish_tiny_bert(&base, 1, Kind::Embedding, 1);
+    let config = candle_serving::config::ModelsConfig::from_text(
+        r#"model_config_list { config { name: "m" base_path: "m" model_platform: "candle" } }"#,
+        dir.path(),
+        "test config",
+    )
+    .unwrap();
+    let mut options = candle_serving::server::ServerOptions::local(config);
+    options.core.batching = Some(candle_serving::batching::BatchingOptions {
+        max_batch_size: 16,
+        batch_timeout: Duration::from_millis(5),
+        ..Default::default()
+    });
+    let mut s = TestServer::start(options).await;
+    s.wait_for("m", 1, AVAILABLE).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut v2 = v2_client(&s).await;
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut versions, mut failures) = (Vec::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match v2
+                    .model_infer(infer_raw("m", &[("text", &["my head hurts"])]))
+                    .await
+                {
+                    Ok(r) => versions.push(r.into_inner().model_version.parse::<i64>().unwrap()),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (versions, failures)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    publish_tiny_bert(&base, 2, Kind::Embedding, 2);
+    s.wait_for("m", 2, AVAILABLE).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut total = 0;
+    for client in clients {
+        let (versions, failures) = client.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "failed requests during the swap: {failures:?}"
+        );
+        assert!(
+            versions.windows(2).all(|w| w[0] <= w[1]),
+            "a client went back to an older version: {versions:?}"
+        );
+        assert_eq!(versions.last(), Some(&2), "{versions:?}");
+        total += versions.len();
+    }
+    let metrics = reqwest::get(rest(&s, "/monitoring/prometheus/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum_of = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let (batches, rows) = (
+        sum_of(":candle_serving:batch_size_count{"),
+        sum_of(":candle_serving:batch_size_sum{"),
+    );
+    assert_eq!(
+        rows as usize, total,
+        "every ModelInfer row went through the batcher"
+    );
+    assert!(
+        batches < rows,
+        "{rows} rows ran as {batches} batches: none were merged"
+    );
+    s.stop().await;
+}
