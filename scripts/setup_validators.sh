@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Creates .cache/venv-validate, the venv of scripts/validate_kserve.py, which checks the
-# manifests in deploy/kserve/ against KServe's generated API model classes. Idempotent: a venv
-# that already imports what the validator needs is left as it is.
+# Installs what the manifest validators need, each part only when it is missing (idempotent):
+# - .cache/venv-validate, the venv of scripts/validate_kserve.py (deploy/kserve/ against
+#   KServe's generated API model classes) and of scripts/validate_manifests.py (deploy/kubernetes/
+#   against the strict Kubernetes JSON schemas of kubernetes-validate);
+# - .cache/npm-validate, the npm packages scripts/validate_manifests.py checks ServiceMonitors
+#   with: @kubernetes-models/prometheus-operator (the CRD's schema, compiled) and typescript (to
+#   read that package's type declarations, which list each object's fields).
 #
 # kserve is installed without its dependencies: they are a full inference server (FastAPI,
 # grpcio, pandas, ...), and the validator only reads the model classes in kserve/models/, which
@@ -27,3 +31,34 @@ if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" 2>/dev/null; 
   "$venv/bin/python" -c "$check"
   echo "manifest validator ready in $venv" >&2
 fi
+
+# kubernetes-validate pinned: scripts/validate_manifests.py reads the schema files of this
+# release (it ships Kubernetes 1.25 to 1.37; the validator uses 1.30 and 1.37).
+k8s_check="import kubernetes_validate.utils, jsonschema, referencing"
+if ! "$venv/bin/python" -c "$k8s_check" 2>/dev/null; then
+  "$venv/bin/pip" install --quiet "kubernetes-validate==1.37.0"
+  "$venv/bin/python" -c "$k8s_check"
+  echo "kubernetes-validate ready in $venv" >&2
+fi
+
+# Exact versions. The @kubernetes-models packages declare node >= 22 but run on the node 20 of
+# this machine (npm warns, hence --loglevel=error); the validator's own run is the real test.
+npm_dir=.cache/npm-validate
+npm_check='const fs = require("fs");
+const version = (p) =>
+  JSON.parse(fs.readFileSync(`${process.argv[1]}/node_modules/${p}/package.json`)).version;
+process.exit(version("@kubernetes-models/prometheus-operator") === "6.0.0"
+  && version("typescript") === "5.9.3" ? 0 : 1);'
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "no node/npm: scripts/validate_manifests.py cannot check ServiceMonitors" >&2
+elif ! node -e "$npm_check" "$npm_dir" 2>/dev/null; then
+  mkdir -p "$npm_dir"
+  npm install --prefix "$npm_dir" --save-exact --no-audit --no-fund --loglevel=error \
+    "@kubernetes-models/prometheus-operator@6.0.0" "typescript@5.9.3"
+  node -e "$npm_check" "$npm_dir"
+  echo "ServiceMonitor validator packages ready in $npm_dir" >&2
+fi
+
+# systemd units are checked with systemd-analyze (Debian's systemd package, on this kind of
+# machine already); without it scripts/validate_manifests.py skips them with a note.
+command -v systemd-analyze >/dev/null || echo "no systemd-analyze: units will be skipped" >&2
