@@ -465,6 +465,49 @@ async fn a_conversation_on_redis_and_a_bolt_graph() {
     assert!((1..=600).contains(&seconds), "TTL {ttl}");
 }
 
+/// Two facades (two replicas behind a load balancer) on one Redis share sessions: a
+/// conversation may hop between them turn by turn and keeps its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_hops_between_two_facades_on_one_redis() {
+    let redis = Redis::start();
+    let models = Models::start();
+    models.ready().await;
+    let facade = || {
+        let sessions = Arc::new(RedisStore::new(&redis.url(), Duration::from_secs(1)).unwrap());
+        let lexicon = lexicon();
+        Doctor::new(
+            models.client(),
+            sessions,
+            Arc::new(EmbeddedGraph::new(&lexicon)),
+            lexicon,
+            Duration::from_secs(600),
+        )
+    };
+    let (a, b) = (serve(facade()).await, serve(facade()).await);
+
+    let first = a.chat("hopper", "我这两天咳嗽，还有点发烧").await;
+    assert_eq!(symptoms(&first), set(&["咳嗽", "发热"]), "{first}");
+    assert_eq!(first["session"]["turns"], 1);
+    let second = b.chat("hopper", "而且痰多").await;
+    assert_eq!(second["related"], true, "{second}");
+    assert_eq!(
+        symptoms(&second),
+        set(&["咳嗽", "发热", "咳痰"]),
+        "{second}"
+    );
+    assert_eq!(second["session"]["turns"], 2, "{second}");
+    let third = a.chat("hopper", "晚上咳得更厉害").await;
+    assert_eq!(third["session"]["turns"], 3, "{third}");
+    assert!(
+        symptoms(&third).is_superset(&set(&["咳嗽", "发热", "咳痰"])),
+        "{third}"
+    );
+    // Another user on the other facade starts alone.
+    let other = b.chat("someone-else", "我眼睛痒").await;
+    assert_eq!(symptoms(&other), set(&["眼痒"]), "{other}");
+    assert_eq!(other["session"]["turns"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_conversation_on_the_embedded_defaults() {
     let models = Models::start();
