@@ -230,4 +230,12 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # 1 means "a manifest has a problem"; a crash of the validator itself is 2, so a broken
+    # environment is never mistaken for a caught mistake.
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except Exception:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(2)

@@ -83,7 +83,7 @@ fn the_manifests_and_the_unit_pass_their_schemas_and_broken_copies_do_not() {
         ),
         (
             broken(dir.path(), &files[4], "Restart=on-failure", "Restart=on-failur"),
-            "candle-model-server.service",
+            "restart specifier",
         ),
     ];
     for (copy, expected) in cases {
@@ -108,6 +108,11 @@ fn the_configmap_holds_a_models_config_the_server_accepts() {
         .arg(deploy("kubernetes/model-server.yaml"))
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.is_empty(), "no candle-models ConfigMap");
     let config = ModelsConfig::from_text(&text, Path::new("/etc/candle"), "the ConfigMap")

@@ -902,9 +902,10 @@ async fn v2_requests_are_batched_and_swap_versions_without_a_failure() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::Relaxed);
 
-    let mut total = 0;
+    let (mut total, mut saw_first) = (0, false);
     for client in clients {
         let (versions, failures) = client.await.unwrap();
+        saw_first |= versions.contains(&1);
         assert!(
             failures.is_empty(),
             "failed requests during the swap: {failures:?}"
@@ -916,6 +917,10 @@ async fn v2_requests_are_batched_and_swap_versions_without_a_failure() {
         assert_eq!(versions.last(), Some(&2), "{versions:?}");
         total += versions.len();
     }
+    assert!(
+        saw_first,
+        "no client was answered by version 1 before the swap"
+    );
     let metrics = reqwest::get(rest(&s, "/monitoring/prometheus/metrics"))
         .await
         .unwrap()

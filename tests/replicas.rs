@@ -1,9 +1,9 @@
 //! Replicas behind a real load balancer: three `candle_model_server` processes serve one
 //! model repository behind nginx (Debian package, installed by scripts/setup_services.sh),
 //! REST through `proxy_pass` and gRPC through `grpc_pass`. A new version is published into
-//! the shared repository under continuous load through nginx: no request fails, the clients
-//! end on the new version, and every replica ends serving it (while they switch, nginx may
-//! send one client to replicas on either side).
+//! the shared repository under continuous load through nginx: no request fails, the gRPC
+//! clients (whose answers name the version) end on the new version, and every replica ends
+//! serving it (while they switch, nginx may send one client to replicas on either side).
 //! The repository is a shared folder here; object storage comes with a later issue.
 
 mod common;
