@@ -25,9 +25,9 @@ import kserve.models"
 if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" 2>/dev/null; }; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet "kubernetes==37.0.2" "six>=1.16" "python-dateutil>=2.8" \
+  "$venv/bin/pip" install --quiet -c scripts/constraints/validate.txt "kubernetes==37.0.2" "six>=1.16" "python-dateutil>=2.8" \
     "pyyaml>=6.0" "urllib3>=2"
-  "$venv/bin/pip" install --quiet --no-deps "kserve==0.21.0"
+  "$venv/bin/pip" install --quiet --no-deps -c scripts/constraints/validate.txt "kserve==0.21.0"
   "$venv/bin/python" -c "$check"
   echo "manifest validator ready in $venv" >&2
 fi
@@ -36,7 +36,7 @@ fi
 # release (it ships Kubernetes 1.25 to 1.37; the validator uses 1.30 and 1.37).
 k8s_check="import kubernetes_validate.utils, jsonschema, referencing"
 if ! "$venv/bin/python" -c "$k8s_check" 2>/dev/null; then
-  "$venv/bin/pip" install --quiet "kubernetes-validate==1.37.0"
+  "$venv/bin/pip" install --quiet -c scripts/constraints/validate.txt "kubernetes-validate==1.37.0"
   "$venv/bin/python" -c "$k8s_check"
   echo "kubernetes-validate ready in $venv" >&2
 fi
@@ -52,9 +52,11 @@ process.exit(version("@kubernetes-models/prometheus-operator") === "6.0.0"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "no node/npm: scripts/validate_manifests.py cannot check ServiceMonitors" >&2
 elif ! node -e "$npm_check" "$npm_dir" 2>/dev/null; then
+  # The lockfile in scripts/npm-validate/ pins every package, dependencies included.
+  rm -rf "$npm_dir"
   mkdir -p "$npm_dir"
-  npm install --prefix "$npm_dir" --save-exact --no-audit --no-fund --loglevel=error \
-    "@kubernetes-models/prometheus-operator@6.0.0" "typescript@5.9.3"
+  cp scripts/npm-validate/package.json scripts/npm-validate/package-lock.json "$npm_dir/"
+  npm ci --prefix "$npm_dir" --no-audit --no-fund --loglevel=error
   node -e "$npm_check" "$npm_dir"
   echo "ServiceMonitor validator packages ready in $npm_dir" >&2
 fi
