@@ -201,6 +201,43 @@ impl Tensor {
     }
 }
 
+/// `count` values of a fixed-width `dtype` from little-endian `bytes`, as TensorProto's
+/// `tensor_content` and the v2 protocol's raw contents carry them, admitted to `budget` before
+/// they are copied. A byte count that does not fit the shape is `wrong_size(expected bytes)`;
+/// callers handle DT_STRING themselves (it has no fixed width).
+fn read_little_endian(
+    dtype: DType,
+    bytes: &[u8],
+    count: usize,
+    budget: &mut crate::admission::Budget,
+    wrong_size: impl FnOnce(usize) -> DecodeError,
+) -> Result<TensorData, DecodeError> {
+    let item = match dtype {
+        DType::Float | DType::Int32 => 4,
+        DType::Double | DType::Int64 => 8,
+        DType::Bool => 1,
+        DType::String => unreachable!("strings are not fixed-width; the caller reads them"),
+    };
+    if Some(bytes.len()) != count.checked_mul(item) {
+        return Err(wrong_size(count.saturating_mul(item)));
+    }
+    budget.admit_bytes(count, item)?;
+    fn le<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+        bytes
+            .chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+            .collect()
+    }
+    Ok(match dtype {
+        DType::Float => TensorData::Float(le(bytes, f32::from_le_bytes)),
+        DType::Double => TensorData::Double(le(bytes, f64::from_le_bytes)),
+        DType::Int32 => TensorData::Int32(le(bytes, i32::from_le_bytes)),
+        DType::Int64 => TensorData::Int64(le(bytes, i64::from_le_bytes)),
+        DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+        DType::String => unreachable!("refused above"),
+    })
+}
+
 /// The number of elements of `shape`, or `None` when it overflows.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))

@@ -89,34 +89,16 @@ fn decode_content(
     shape: &str,
     budget: &mut Budget,
 ) -> Result<TensorData, DecodeError> {
-    let item = match dtype {
-        DType::Float | DType::Int32 => 4,
-        DType::Double | DType::Int64 => 8,
-        DType::Bool => 1,
-        DType::String => return Err(DecodeError::StringContent),
-    };
-    if Some(bytes.len()) != count.checked_mul(item) {
-        return Err(DecodeError::ContentSize {
+    if dtype == DType::String {
+        return Err(DecodeError::StringContent);
+    }
+    super::read_little_endian(dtype, bytes, count, budget, |expected| {
+        DecodeError::ContentSize {
             dtype,
             shape: shape.to_string(),
-            expected: count.saturating_mul(item),
+            expected,
             actual: bytes.len(),
-        });
-    }
-    budget.admit_bytes(count, item)?;
-    fn le<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-        bytes
-            .chunks_exact(N)
-            .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
-            .collect()
-    }
-    Ok(match dtype {
-        DType::Float => TensorData::Float(le(bytes, f32::from_le_bytes)),
-        DType::Double => TensorData::Double(le(bytes, f64::from_le_bytes)),
-        DType::Int32 => TensorData::Int32(le(bytes, i32::from_le_bytes)),
-        DType::Int64 => TensorData::Int64(le(bytes, i64::from_le_bytes)),
-        DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        DType::String => unreachable!("rejected above"),
+        }
     })
 }
 

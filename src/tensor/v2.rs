@@ -75,13 +75,6 @@ pub fn admit_shape(shape: &[i64], budget: &mut Budget) -> Result<(Vec<usize>, us
     Ok((dims.iter().map(|&d| d as usize).collect(), count))
 }
 
-fn le<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
-        .collect()
-}
-
 /// Reads a tensor from its raw bytes.
 pub fn tensor_from_raw(
     dtype: DType,
@@ -92,30 +85,14 @@ pub fn tensor_from_raw(
     let (shape, count) = admit_shape(shape, budget)?;
     let data = match dtype {
         DType::String => TensorData::String(raw_strings(bytes, count, &shape, budget)?),
-        _ => {
-            let item = match dtype {
-                DType::Float | DType::Int32 => 4,
-                DType::Double | DType::Int64 => 8,
-                _ => 1,
-            };
-            if Some(bytes.len()) != count.checked_mul(item) {
-                return Err(DecodeError::RawSize {
-                    dtype,
-                    shape: format_shape(&shape),
-                    expected: count.saturating_mul(item),
-                    actual: bytes.len(),
-                });
+        _ => super::read_little_endian(dtype, bytes, count, budget, |expected| {
+            DecodeError::RawSize {
+                dtype,
+                shape: format_shape(&shape),
+                expected,
+                actual: bytes.len(),
             }
-            budget.admit_bytes(count, item)?;
-            match dtype {
-                DType::Float => TensorData::Float(le(bytes, f32::from_le_bytes)),
-                DType::Double => TensorData::Double(le(bytes, f64::from_le_bytes)),
-                DType::Int32 => TensorData::Int32(le(bytes, i32::from_le_bytes)),
-                DType::Int64 => TensorData::Int64(le(bytes, i64::from_le_bytes)),
-                DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-                DType::String => unreachable!("handled above"),
-            }
-        }
+        })?,
     };
     Ok(Tensor::new(shape, data).expect("exactly `count` values were read; this is a bug"))
 }
