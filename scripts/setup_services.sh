@@ -22,6 +22,16 @@ if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null
 fi
 
+# An S3 API server for the object-storage tests: moto[server] (PyPI) in a venv of its own,
+# pinned by scripts/constraints/moto.txt; its boto3 is the tests' third-party uploader.
+venv=.cache/venv-moto
+if ! { [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c "import moto, boto3, flask" 2>/dev/null; }; then
+  echo "installing moto[server]..." >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  "$venv/bin/pip" install --quiet -c scripts/constraints/moto.txt "moto[server]==5.2.5"
+fi
+
 dest=.cache/arcadedb
 if [ -x "$dest/jre/bin/java" ] && ls "$dest"/jars/*.jar >/dev/null 2>&1; then
   exit 0

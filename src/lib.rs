@@ -31,3 +31,11 @@ pub mod tensor;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod transport;
+
+/// Makes ring the process's TLS crypto provider, for the libraries that take the process
+/// default (tonic's TLS, object storage's HTTP client). rustls picks one by itself only when
+/// exactly one is compiled in, and a build with other crates' providers (the tests' HTTP
+/// client brings aws-lc) would otherwise refuse to start TLS. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

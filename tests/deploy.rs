@@ -123,8 +123,8 @@ fn the_configmap_holds_a_models_config_the_server_accepts() {
     assert_eq!(names(&config), names(&shipped));
     for m in &config.models {
         assert_eq!(
-            m.base_path,
-            Path::new("/srv/candle/model_repo").join(&m.name),
+            m.base_path.to_string(),
+            format!("s3://candle-models/{}", m.name),
             "{}",
             m.name
         );

@@ -1,10 +1,10 @@
 //! Replicas behind a real load balancer: three `candle_model_server` processes serve one
-//! model repository behind nginx (Debian package, installed by scripts/setup_services.sh),
-//! REST through `proxy_pass` and gRPC through `grpc_pass`. A new version is published into
-//! the shared repository under continuous load through nginx: no request fails, the gRPC
-//! clients (whose answers name the version) end on the new version, and every replica ends
-//! serving it (while they switch, nginx may send one client to replicas on either side).
-//! The repository is a shared folder here; object storage comes with a later issue.
+//! model repository in object storage (a real S3 API server, moto) behind nginx (Debian
+//! package, installed by scripts/setup_services.sh), REST through `proxy_pass` and gRPC
+//! through `grpc_pass`. A new version is pushed to the bucket with `candle_serving_cli push`
+//! under continuous load through nginx: no request fails, the gRPC clients (whose answers
+//! name the version) end on the new version, and every replica ends serving it (while they
+//! switch, nginx may send one client to replicas on either side).
 
 mod common;
 
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use candle_serving::proto::tensorflow::serving::model_spec::VersionChoice;
 use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use common::process::{spawn_server, Spawned};
-use common::services::free_port;
+use common::process::{spawn_server_with_env, Spawned};
+use common::services::{free_port, S3};
 use common::*;
 use serde_json::{json, Value};
 
@@ -140,24 +140,49 @@ async fn states(http: &reqwest::Client, replica: &Spawned) -> Vec<(String, Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_behind_nginx_take_a_new_version_under_load_without_a_failure() {
+async fn three_replicas_on_s3_behind_nginx_take_a_new_version_under_load_without_a_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("m");
-    publish_tiny_bert(&base, 1, Kind::Embedding, 1);
-    let base_arg = format!("--model_base_path={}", base.display());
+    let s3 = S3::start();
+    s3.create_bucket("repo");
+    let url = "s3://repo/models/m";
+    let push = |version: i64, seed: u64| {
+        let folder = dir.path().join(format!("build-{version}"));
+        write_tiny_bert(&folder, Kind::Embedding, seed);
+        let out = Command::new(env!("CARGO_BIN_EXE_candle_serving_cli"))
+            .envs(s3.env())
+            .arg("push")
+            .arg(&folder)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    push(1, 1);
+    let base_arg = format!("--model_base_path={url}");
     let replicas: Vec<Spawned> = (0..3)
-        .map(|_| {
+        .map(|i| {
             // --rest_api_port=0 turns REST off; a free port is picked instead.
             let rest = format!("--rest_api_port={}", free_port());
-            spawn_server(
+            // Each replica has a model cache of its own, as each pod does.
+            let cache = format!(
+                "--model_cache_dir={}",
+                dir.path().join(format!("cache-{i}")).display()
+            );
+            spawn_server_with_env(
                 dir.path(),
                 &[
                     "--model_name=m",
                     &base_arg,
+                    &cache,
                     "--port=0",
                     &rest,
                     "--file_system_poll_wait_seconds=1",
                 ],
+                &s3.env(),
             )
             .unwrap_or_else(|log| panic!("a replica did not start:\n{log}"))
         })
@@ -246,8 +271,8 @@ async fn three_replicas_behind_nginx_take_a_new_version_under_load_without_a_fai
     }
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    publish_tiny_bert(&base, 2, Kind::Embedding, 2);
-    // Every replica picks it up by itself (file events, or the 1 s poll).
+    push(2, 2);
+    // Every replica picks it up by itself, at its next listing (1 s poll).
     let deadline = Instant::now() + Duration::from_secs(60);
     for replica in &replicas {
         loop {

@@ -1,11 +1,12 @@
 //! `candle_serving_cli`: talk to any TF-Serving-compatible server (status, metadata,
 //! predict, reload-config, set-label) and deploy a version folder safely (push).
 //! A client only: it reaches a server through the public gRPC API and a model repository
-//! through the file system, never through the server's internals (manager, core).
+//! through the file system or object storage, never through the server's internals.
 //!
 //!     candle_serving_cli status minilm
 //!     candle_serving_cli predict minilm "How do I reset my password?"
 //!     candle_serving_cli push ./trained/3 model_repo/symptom_ner --wait
+//!     candle_serving_cli push ./trained/3 s3://models/prod/symptom_ner --wait
 //!     candle_serving_cli set-label symptom_ner canary=3 --config models.config
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 use prost::Message;
 
 use candle_serving::admission::Budget;
-use candle_serving::config::text_format;
+use candle_serving::config::{text_format, BasePath};
 use candle_serving::proto::tensorflow::serving::{
     model_server_config, model_service_client::ModelServiceClient, model_spec::VersionChoice,
     prediction_service_client::PredictionServiceClient, GetModelMetadataRequest,
@@ -25,6 +26,7 @@ use candle_serving::proto::tensorflow::serving::{
     SignatureDefMap,
 };
 use candle_serving::proto::tensorflow::TensorInfo;
+use candle_serving::source::remote;
 use candle_serving::tensor::{tensor_from_proto, tensor_to_proto, Tensor, TensorData};
 use tonic::transport::Channel;
 
@@ -117,8 +119,10 @@ struct SetLabelArgs {
 struct PushArgs {
     /// The version folder to deploy (config.json, model.safetensors, ...).
     source: PathBuf,
-    /// The model's base path in the repository, e.g. model_repo/symptom_ner.
-    base_path: PathBuf,
+    /// The model's base path in the repository: a folder (model_repo/symptom_ner) or a
+    /// prefix in object storage (s3://bucket/models/symptom_ner, gs://..., az://...), with
+    /// credentials from the standard variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...).
+    base_path: String,
     /// The version number (default: one more than the highest there).
     #[arg(long)]
     version: Option<i64>,
@@ -312,8 +316,8 @@ fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies a version folder into `base` atomically as a new version; returns its number.
-fn copy_version(source: &Path, base: &Path, version: Option<i64>) -> anyhow::Result<i64> {
+/// Refuses a folder that is not a model version.
+fn check_version_folder(source: &Path) -> anyhow::Result<()> {
     for required in ["config.json", "model.safetensors"] {
         if !source.join(required).is_file() {
             bail!(
@@ -322,15 +326,98 @@ fn copy_version(source: &Path, base: &Path, version: Option<i64>) -> anyhow::Res
             );
         }
     }
+    Ok(())
+}
+
+/// The version to push as: the one asked for, or one more than the highest there.
+fn next_version(existing: &[i64], asked: Option<i64>) -> anyhow::Result<i64> {
+    let version = asked.unwrap_or_else(|| existing.iter().max().copied().unwrap_or(0) + 1);
+    if version <= 0 {
+        bail!("versions are positive integers, not {version}");
+    }
+    Ok(version)
+}
+
+/// Uploads a version folder under `url` as a new version, file by file (multipart for big
+/// files), then the completion marker, which tells servers the version is whole.
+async fn upload_version(source: &Path, url: &url::Url, asked: Option<i64>) -> anyhow::Result<i64> {
+    use object_store::{ObjectStoreExt, PutPayload};
+    use tokio::io::AsyncWriteExt;
+    let (store, prefix) = remote::open(url).map_err(anyhow::Error::msg)?;
+    let listed = store
+        .list_with_delimiter(Some(&prefix))
+        .await
+        .with_context(|| format!("cannot list {url}"))?;
+    let existing: Vec<i64> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename())
+        .filter_map(|name| candle_serving::source::parse_version(std::ffi::OsStr::new(name)))
+        .collect();
+    let version = next_version(&existing, asked)?;
+    if existing.contains(&version) {
+        bail!("{url}/{version} already exists; versions are immutable, push a new number");
+    }
+    let root = prefix.join(version.to_string());
+    let mut files = Vec::new();
+    collect_files(source, &mut Vec::new(), &mut files)?;
+    for relative in &files {
+        let location = relative
+            .iter()
+            .fold(root.clone(), |l, part| l.join(part.as_str()));
+        let local = relative
+            .iter()
+            .fold(source.to_path_buf(), |p, part| p.join(part));
+        let mut file = tokio::fs::File::open(&local)
+            .await
+            .with_context(|| format!("cannot read {}", local.display()))?;
+        let mut writer = object_store::buffered::BufWriter::new(store.clone(), location.clone());
+        tokio::io::copy(&mut file, &mut writer)
+            .await
+            .with_context(|| format!("uploading {} to {url}", local.display()))?;
+        writer
+            .shutdown()
+            .await
+            .with_context(|| format!("uploading {} to {url}", local.display()))?;
+    }
+    store
+        .put(&root.clone().join(remote::MARKER), PutPayload::new())
+        .await
+        .with_context(|| format!("writing the completion marker of {url}/{version}"))?;
+    Ok(version)
+}
+
+/// The files below `dir`, as path components relative to it.
+fn collect_files(
+    dir: &Path,
+    at: &mut Vec<String>,
+    out: &mut Vec<Vec<String>>,
+) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|n| anyhow::anyhow!("{n:?} is not a UTF-8 file name"))?;
+        at.push(name);
+        if entry.file_type()?.is_dir() {
+            collect_files(&entry.path(), at, out)?;
+        } else {
+            out.push(at.clone());
+        }
+        at.pop();
+    }
+    Ok(())
+}
+
+/// Copies a version folder into `base` atomically as a new version; returns its number.
+fn copy_version(source: &Path, base: &Path, version: Option<i64>) -> anyhow::Result<i64> {
     std::fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
     let existing: Vec<i64> = std::fs::read_dir(base)?
         .flatten()
         .filter_map(|e| candle_serving::source::parse_version(&e.file_name()))
         .collect();
-    let version = version.unwrap_or_else(|| existing.iter().max().copied().unwrap_or(0) + 1);
-    if version <= 0 {
-        bail!("versions are positive integers, not {version}");
-    }
+    let version = next_version(&existing, version)?;
     let target = base.join(version.to_string());
     if target.exists() {
         bail!(
@@ -533,19 +620,31 @@ async fn push(server: &str, args: PushArgs) -> anyhow::Result<()> {
         wait,
         model,
     } = args;
-    let version = copy_version(&source, &base_path, version)?;
+    check_version_folder(&source)?;
+    let cwd = std::env::current_dir()?;
+    let (version, target) = match BasePath::parse(&base_path, &cwd).map_err(anyhow::Error::msg)? {
+        BasePath::Local(base) => {
+            let version = copy_version(&source, &base, version)?;
+            (
+                version,
+                base.join(version.to_string()).display().to_string(),
+            )
+        }
+        BasePath::Remote(url) => {
+            let version = upload_version(&source, &url, version).await?;
+            (version, format!("{url}/{version}"))
+        }
+    };
     let renamed = Instant::now();
-    println!(
-        "pushed {} as {}",
-        source.display(),
-        base_path.join(version.to_string()).display()
-    );
+    println!("pushed {} as {target}", source.display());
     if wait {
         let model = model.unwrap_or_else(|| {
             base_path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
                 .unwrap_or_default()
+                .to_string()
         });
         wait_until_available(server, &model, version, renamed).await?;
     }

@@ -56,6 +56,11 @@ pub struct ServerArgs {
     #[arg(long = "file_system_poll_wait_seconds", default_value_t = 1)]
     pub file_system_poll_wait_seconds: u64,
 
+    /// Where versions of models in object storage (`base_path: "s3://..."`, `gs://`,
+    /// `az://`) are downloaded before they load. One server process per folder.
+    #[arg(long = "model_cache_dir")]
+    pub model_cache_dir: Option<PathBuf>,
+
     /// Allow version labels on versions that are not AVAILABLE (yet).
     #[arg(long = "allow_version_labels_for_unavailable_models", num_args = 0..=1,
           default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]

@@ -9,4 +9,4 @@ pub mod text_format;
 
 pub use batching::BatchingOptions;
 pub use flags::{LogFormat, ServerArgs};
-pub use model_server_config::{ConfigError, ModelDef, ModelsConfig, VersionPolicy};
+pub use model_server_config::{BasePath, ConfigError, ModelDef, ModelsConfig, VersionPolicy};

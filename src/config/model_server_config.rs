@@ -60,11 +60,81 @@ impl VersionPolicy {
     }
 }
 
+/// Where a model's version folders live.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BasePath {
+    /// An absolute folder on this machine.
+    Local(PathBuf),
+    /// A prefix in object storage (`s3://bucket/prefix/model`, `gs://...`, `az://...`),
+    /// mirrored into the model cache and served from there.
+    Remote(url::Url),
+}
+
+impl std::fmt::Display for BasePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BasePath::Local(path) => write!(f, "{}", path.display()),
+            BasePath::Remote(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// The URL schemes of object storage a base path may use (the `object_store` crate's names).
+pub const REMOTE_SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
+
+impl BasePath {
+    /// Reads a `base_path` as written: a URL (`scheme://...`) or a path, relative paths
+    /// anchored at `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<BasePath, String> {
+        let Some((scheme, _)) = text.split_once("://").filter(|(scheme, _)| {
+            let mut bytes = scheme.bytes();
+            bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+        }) else {
+            return Ok(BasePath::Local(base_dir.join(text)));
+        };
+        let url = url::Url::parse(text)
+            .map_err(|e| format!("base_path `{text}` is not a valid URL: {e}"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme == "file" {
+            return url
+                .to_file_path()
+                .map(BasePath::Local)
+                .map_err(|()| format!("base_path `{text}` is not a local file URL"));
+        }
+        if !REMOTE_SCHEMES.contains(&scheme.as_str()) {
+            return Err(format!(
+                "base_path `{text}`: scheme `{scheme}` is not supported; use a folder, s3://, gs:// or az://"
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("base_path `{text}` names no bucket or container"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "base_path `{text}`: query strings and fragments are not part of an object path"
+            ));
+        }
+        let mut url = url;
+        let trimmed = url.path().trim_end_matches('/').to_string();
+        url.set_path(&trimmed);
+        Ok(BasePath::Remote(url))
+    }
+
+    /// The local folder, for a local base path.
+    pub fn local(&self) -> Option<&Path> {
+        match self {
+            BasePath::Local(path) => Some(path),
+            BasePath::Remote(_) => None,
+        }
+    }
+}
+
 /// One model, validated: an absolute base path, a policy, and labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelDef {
     pub name: String,
-    pub base_path: PathBuf,
+    pub base_path: BasePath,
     pub policy: VersionPolicy,
     pub labels: BTreeMap<String, i64>,
 }
@@ -186,7 +256,7 @@ impl ModelsConfig {
             .iter()
             .map(|m| ModelConfig {
                 name: m.name.clone(),
-                base_path: m.base_path.display().to_string(),
+                base_path: m.base_path.to_string(),
                 model_platform: PLATFORM.to_string(),
                 model_version_policy: Some(m.policy.to_proto()),
                 version_labels: m.labels.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -224,7 +294,7 @@ fn validate_model(model: &ModelConfig, base_dir: &Path) -> Result<ModelDef, Stri
             model.model_platform
         ));
     }
-    let base_path = base_dir.join(&model.base_path);
+    let base_path = BasePath::parse(&model.base_path, base_dir)?;
     let policy = match model
         .model_version_policy
         .as_ref()
@@ -380,7 +450,7 @@ mod tests {
         assert_eq!(c.models[0].labels["stable"], 1);
         assert_eq!(
             c.models[0].base_path,
-            PathBuf::from("/models/mutimodel/linear_model")
+            BasePath::Local(PathBuf::from("/models/mutimodel/linear_model"))
         );
     }
 
@@ -411,8 +481,48 @@ mod tests {
     fn relative_base_paths_are_relative_to_the_config_folder() {
         let cfg =
             parse(r#"model_config_list { config { name: "m" base_path: "repo/m" } }"#).unwrap();
-        assert_eq!(cfg.models[0].base_path, PathBuf::from("/srv/repo/m"));
+        assert_eq!(
+            cfg.models[0].base_path,
+            BasePath::Local(PathBuf::from("/srv/repo/m"))
+        );
         assert_eq!(cfg.models[0].policy, VersionPolicy::Latest(1));
+    }
+
+    #[test]
+    fn object_storage_base_paths_are_urls() {
+        let cfg = parse(
+            r#"model_config_list { config { name: "m" base_path: "s3://models/prod/m/" }
+               config { name: "g" base_path: "gs://b/g" } config { name: "f" base_path: "file:///srv/f" } }"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.models[0].base_path.to_string(), "s3://models/prod/m");
+        assert!(cfg.models[0].base_path.local().is_none());
+        assert_eq!(cfg.models[1].base_path.to_string(), "gs://b/g");
+        // Dot segments are resolved by the URL parser: a prefix cannot climb out of its bucket.
+        assert_eq!(
+            BasePath::parse("s3://b/a/%2e%2e/../m", Path::new("/"))
+                .unwrap()
+                .to_string(),
+            "s3://b/m"
+        );
+        assert_eq!(
+            cfg.models[2].base_path,
+            BasePath::Local(PathBuf::from("/srv/f"))
+        );
+        assert_eq!(
+            cfg,
+            ModelsConfig::from_proto(&cfg.to_proto(), Path::new("/"), "x", None).unwrap()
+        );
+        for (bad, why) in [
+            ("hdfs://nn/m", "scheme `hdfs` is not supported"),
+            ("s3:///m", "names no bucket"),
+            ("s3://b/m?x=1", "query strings"),
+        ] {
+            let text =
+                format!(r#"model_config_list {{ config {{ name: "m" base_path: "{bad}" }} }}"#);
+            let err = parse(&text).unwrap_err().0;
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

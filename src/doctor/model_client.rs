@@ -85,6 +85,7 @@ impl ModelClient {
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_string();
+                crate::install_crypto_provider();
                 let tls = ClientTlsConfig::new()
                     .ca_certificate(Certificate::from_pem(pem))
                     .domain_name(host);

@@ -21,7 +21,7 @@ pub use handle::{LoadedVersion, ServableHandle};
 pub use reconcile::VersionState;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,10 +31,11 @@ use tokio::sync::{mpsc, watch};
 
 use self::reconcile::{LoadJob, ModelState, VersionEntry};
 use self::reload::Staged;
-use crate::config::ModelsConfig;
+use crate::config::{BasePath, ModelDef, ModelsConfig};
 use crate::error::ServingError;
 use crate::metrics::Metrics;
 use crate::pool::WorkerPool;
+use crate::source::{RemoteModel, WatchedModel};
 
 /// Settings of the manager, from the server's flags.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct ManagerOptions {
     pub load_threads: usize,
     /// `--int8_models`: models whose versions load with 8-bit dense layers.
     pub int8_models: BTreeSet<String>,
+    /// `--model_cache_dir`: where versions in object storage are mirrored.
+    pub model_cache_dir: PathBuf,
 }
 
 impl Default for ManagerOptions {
@@ -59,6 +62,7 @@ impl Default for ManagerOptions {
             allow_labels_for_unavailable: false,
             load_threads: 2,
             int8_models: BTreeSet::new(),
+            model_cache_dir: crate::source::remote::default_cache_dir(),
         }
     }
 }
@@ -129,8 +133,8 @@ pub struct Manager {
     dropped: mpsc::UnboundedSender<(String, i64, u64)>,
     /// Counts state changes; waiters watch it.
     changes: watch::Sender<u64>,
-    /// The (name, base path) of every model, for the source.
-    watched: watch::Sender<Vec<(String, PathBuf)>>,
+    /// Every model's folder (and what it mirrors), for the sources.
+    watched: watch::Sender<Vec<WatchedModel>>,
     reload_lock: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
 }
@@ -150,6 +154,7 @@ impl Manager {
             .iter()
             .map(|d| (d.name.clone(), ModelState::new(d.clone())))
             .collect();
+        let watched = watch_list(config, &options.model_cache_dir);
         let manager = Arc::new(Manager {
             serving: ArcSwap::from_pointee(Snapshot::default()),
             state: Mutex::new(State {
@@ -161,7 +166,7 @@ impl Manager {
             options,
             dropped,
             changes: watch::channel(0).0,
-            watched: watch::channel(watch_list(config)).0,
+            watched: watch::channel(watched).0,
             reload_lock: tokio::sync::Mutex::new(()),
             metrics,
         });
@@ -179,8 +184,30 @@ impl Manager {
     }
 
     /// The model list for the source; it changes when a reload adds or removes models.
-    pub fn watch_list(&self) -> watch::Receiver<Vec<(String, PathBuf)>> {
+    pub fn watch_list(&self) -> watch::Receiver<Vec<WatchedModel>> {
         self.watched.subscribe()
+    }
+
+    /// The versions of `model` that are loading, serving or draining: their files must stay.
+    pub fn versions_in_use(&self, model: &str) -> BTreeSet<i64> {
+        let st = self.state.lock();
+        st.models
+            .get(model)
+            .map(|m| {
+                m.versions
+                    .iter()
+                    .filter(|(_, e)| {
+                        matches!(
+                            e.state(),
+                            VersionState::Loading
+                                | VersionState::Available
+                                | VersionState::Unloading
+                        )
+                    })
+                    .map(|(v, _)| *v)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A receiver that changes whenever any version changes state.
@@ -378,10 +405,25 @@ impl Manager {
     }
 }
 
-fn watch_list(config: &ModelsConfig) -> Vec<(String, PathBuf)> {
-    config
-        .models
-        .iter()
-        .map(|d| (d.name.clone(), d.base_path.clone()))
-        .collect()
+fn watch_list(config: &ModelsConfig, cache: &Path) -> Vec<WatchedModel> {
+    config.models.iter().map(|d| watched(d, cache)).collect()
+}
+
+/// Where the sources look for `def`'s versions.
+fn watched(def: &ModelDef, cache: &Path) -> WatchedModel {
+    match &def.base_path {
+        BasePath::Local(dir) => WatchedModel {
+            name: def.name.clone(),
+            dir: dir.clone(),
+            remote: None,
+        },
+        BasePath::Remote(url) => WatchedModel {
+            name: def.name.clone(),
+            dir: crate::source::remote::cache_folder(cache, &def.name, url),
+            remote: Some(RemoteModel {
+                url: url.clone(),
+                policy: def.policy.clone(),
+            }),
+        },
+    }
 }

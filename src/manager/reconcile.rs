@@ -284,7 +284,7 @@ impl ModelState {
             Some(Scan::Unavailable(why)) => why.clone(),
             Some(Scan::Versions(v)) if v.is_empty() => format!(
                 "no version folders (positive integers) in {}",
-                self.def.base_path.display()
+                self.def.base_path
             ),
             Some(Scan::Versions(_)) => {
                 let parts: Vec<String> = self
@@ -327,7 +327,7 @@ mod tests {
     fn model(policy: VersionPolicy, disk: &[i64]) -> ModelState {
         let mut m = ModelState::new(ModelDef {
             name: "m".into(),
-            base_path: "/m".into(),
+            base_path: crate::config::BasePath::Local("/m".into()),
             policy,
             labels: Default::default(),
         });

@@ -5,17 +5,16 @@
 //! version that serves before the commit.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::handle::LoadedVersion;
 use super::reconcile::{LoadJob, ModelState, Phase, VersionEntry, VersionState};
-use super::{watch_list, Manager, State};
+use super::{watch_list, watched, Manager, State};
 use crate::config::ModelsConfig;
 use crate::error::ServingError;
-use crate::source::{self, Scan};
+use crate::source::{Scan, WatchedModel};
 
 /// A load started by a ReloadConfig that has not committed yet.
 pub(super) struct Staged {
@@ -51,7 +50,7 @@ impl Manager {
         &self,
         new: &ModelsConfig,
     ) -> Result<HashMap<String, Scan>, ServingError> {
-        let fresh: Vec<(String, PathBuf)> = {
+        let fresh: Vec<WatchedModel> = {
             let st = self.state.lock();
             new.models
                 .iter()
@@ -60,13 +59,13 @@ impl Manager {
                         .get(&d.name)
                         .is_none_or(|m| m.def.base_path != d.base_path)
                 })
-                .map(|d| (d.name.clone(), d.base_path.clone()))
+                .map(|d| watched(d, &self.options.model_cache_dir))
                 .collect()
         };
         tokio::task::spawn_blocking(move || {
             fresh
                 .into_iter()
-                .map(|(n, p)| (n, source::scan(&p)))
+                .map(|m| (m.name.clone(), m.scan()))
                 .collect()
         })
         .await
@@ -191,7 +190,8 @@ impl Manager {
             .collect();
         self.publish(&st);
         self.spawn_loads(loads);
-        self.watched.send_replace(watch_list(new));
+        self.watched
+            .send_replace(watch_list(new, &self.options.model_cache_dir));
         Ok(summarize(&st, &added, &removed, &changed, settled))
     }
 }
@@ -347,12 +347,7 @@ fn label_problems(
                         _ => format!("version {v} is still loading"),
                     })
                 })
-                .unwrap_or_else(|| {
-                    format!(
-                        "version {v} is not on disk under {}",
-                        def.base_path.display()
-                    )
-                });
+                .unwrap_or_else(|| format!("version {v} is not on disk under {}", def.base_path));
             problems.push(format!("model `{}` label `{label}` → {v}: {why}", def.name));
         }
     }

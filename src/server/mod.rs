@@ -26,7 +26,7 @@ use crate::proto::tensorflow::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
 };
 use crate::serving::{Core, CoreOptions};
-use crate::source::FileSystemSource;
+use crate::source::{FileSystemSource, RemoteMirror, ScanCallback};
 use crate::transport::grpc::GrpcServices;
 use crate::transport::grpc_scan::WireScanLayer;
 use crate::transport::rest::{self, RestOptions, DEFAULT_METRICS_PATH};
@@ -156,6 +156,10 @@ impl ServerOptions {
                 allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
                 load_threads: args.num_load_threads.max(1),
                 int8_models: args.int8_models.iter().cloned().collect(),
+                model_cache_dir: args
+                    .model_cache_dir
+                    .clone()
+                    .unwrap_or_else(crate::source::remote::default_cache_dir),
             },
             core,
             rest: RestOptions {
@@ -222,24 +226,37 @@ pub struct Server {
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     in_flight: InFlight,
     _source: FileSystemSource,
+    _mirror: RemoteMirror,
 }
 
 impl Server {
     /// Binds the ports and starts serving. Models load in the background; their status
     /// (GetModelStatus, /readyz) says when they are AVAILABLE.
     pub async fn start(options: ServerOptions) -> anyhow::Result<Server> {
+        crate::install_crypto_provider();
         let metrics = Arc::new(Metrics::new());
         let manager = Manager::new(&options.models, options.manager.clone(), metrics.clone());
         let weak = Arc::downgrade(&manager);
-        let source = FileSystemSource::start(
+        let on_scan: ScanCallback = Arc::new(move |model, scan| {
+            if let Some(manager) = weak.upgrade() {
+                manager.on_scan(model, scan);
+            }
+        });
+        let source =
+            FileSystemSource::start(manager.watch_list(), options.fs_poll, on_scan.clone());
+        let weak = Arc::downgrade(&manager);
+        let mirror = RemoteMirror::start(
             manager.watch_list(),
+            options.manager.model_cache_dir.clone(),
             options.fs_poll,
-            Arc::new(move |model, scan| {
-                if let Some(manager) = weak.upgrade() {
-                    manager.on_scan(model, scan);
-                }
+            Arc::new(move |model| {
+                weak.upgrade()
+                    .map(|m| m.versions_in_use(model))
+                    .unwrap_or_default()
             }),
-        );
+            on_scan,
+        )
+        .map_err(anyhow::Error::msg)?;
         let core = Core::new(manager.clone(), options.core.clone(), metrics);
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -353,6 +370,7 @@ impl Server {
             tasks,
             in_flight,
             _source: source,
+            _mirror: mirror,
         })
     }
 

@@ -3,8 +3,10 @@
 //! It decides nothing: which versions to load is the manager's job. It must not load,
 //! parse model files or touch what is serving.
 
+pub mod remote;
 mod watch;
 
+pub use remote::RemoteMirror;
 pub use watch::{FileSystemSource, ScanCallback};
 
 use std::collections::hash_map::DefaultHasher;
@@ -12,6 +14,38 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+
+use crate::config::VersionPolicy;
+
+/// A model as the sources see it: the local folder its versions are read from and, for a
+/// base path in object storage, what that folder mirrors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedModel {
+    pub name: String,
+    /// The base path itself, or the model's folder in the model cache.
+    pub dir: PathBuf,
+    pub remote: Option<RemoteModel>,
+}
+
+/// A base path in object storage, and the policy that says which versions to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteModel {
+    pub url: url::Url,
+    pub policy: VersionPolicy,
+}
+
+impl WatchedModel {
+    /// What the model's folder holds now. A remote model whose first listing has not
+    /// finished yet has no folder; that is not an error of the model's.
+    pub fn scan(&self) -> Scan {
+        match &self.remote {
+            Some(remote) if !self.dir.is_dir() => {
+                Scan::Unavailable(format!("{} has not been listed yet", remote.url))
+            }
+            _ => scan(&self.dir),
+        }
+    }
+}
 
 /// A version folder on disk. The fingerprint changes whenever a file in it (or one level
 /// below, e.g. `1_Pooling/config.json`) is added, removed, resized or touched, so a version

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{scan, Scan};
+use super::{Scan, WatchedModel};
 
 /// Receives every scan: the model name and what its base path holds.
 pub type ScanCallback = Arc<dyn Fn(&str, Scan) + Send + Sync>;
@@ -29,10 +29,12 @@ pub struct FileSystemSource {
 }
 
 impl FileSystemSource {
-    /// Starts the source on the current runtime. `models` holds the (name, base path) of
-    /// every configured model; a change rescans them all. `poll` of `None` disables polling.
+    /// Starts the source on the current runtime. `models` holds every configured model;
+    /// a change rescans them all. `poll` of `None` disables polling. The folder of a model
+    /// in object storage is scanned like any other once its mirror has made it; before
+    /// that, the mirror reports for it.
     pub fn start(
-        models: watch::Receiver<Vec<(String, PathBuf)>>,
+        models: watch::Receiver<Vec<WatchedModel>>,
         poll: Option<Duration>,
         on_scan: ScanCallback,
     ) -> Self {
@@ -49,7 +51,7 @@ impl Drop for FileSystemSource {
 }
 
 async fn run(
-    mut models_rx: watch::Receiver<Vec<(String, PathBuf)>>,
+    mut models_rx: watch::Receiver<Vec<WatchedModel>>,
     poll: Option<Duration>,
     on_scan: ScanCallback,
 ) {
@@ -65,7 +67,7 @@ async fn run(
     };
     let mut watched: HashMap<PathBuf, RecursiveMode> = HashMap::new();
     let mut models = models_rx.borrow_and_update().clone();
-    let mut dirty: HashSet<String> = models.iter().map(|(n, _)| n.clone()).collect();
+    let mut dirty: HashSet<String> = models.iter().map(|m| m.name.clone()).collect();
     let mut deadline = Some(Instant::now());
     let mut ticker = poll.map(|p| {
         let mut t = tokio::time::interval_at(Instant::now() + p, p);
@@ -80,14 +82,14 @@ async fn run(
                     return; // the manager is gone
                 }
                 models = models_rx.borrow_and_update().clone();
-                dirty = models.iter().map(|(n, _)| n.clone()).collect();
+                dirty = models.iter().map(|m| m.name.clone()).collect();
                 deadline = Some(Instant::now());
             }
             Some(event) = event_rx.recv() => match event {
                 Ok(event) => {
-                    for (name, base) in &models {
-                        if event.paths.iter().any(|p| p.starts_with(base) || base.starts_with(p)) {
-                            dirty.insert(name.clone());
+                    for m in &models {
+                        if event.paths.iter().any(|p| p.starts_with(&m.dir) || m.dir.starts_with(p)) {
+                            dirty.insert(m.name.clone());
                         }
                     }
                     if !dirty.is_empty() && deadline.is_none() {
@@ -97,19 +99,21 @@ async fn run(
                 Err(e) => tracing::warn!(error = %e, "file-system watcher error"),
             },
             _ = async { ticker.as_mut().expect("guarded by the branch condition").tick().await }, if ticker.is_some() => {
-                dirty = models.iter().map(|(n, _)| n.clone()).collect();
+                dirty = models.iter().map(|m| m.name.clone()).collect();
                 deadline = Some(Instant::now());
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 deadline = None;
-                let batch: Vec<(String, PathBuf)> = models
+                let batch: Vec<WatchedModel> = models
                     .iter()
-                    .filter(|(n, _)| dirty.contains(n))
+                    .filter(|m| dirty.contains(&m.name))
+                    // A remote model's mirror reports until its folder exists.
+                    .filter(|m| m.remote.is_none() || m.dir.is_dir())
                     .cloned()
                     .collect();
                 dirty.clear();
                 let scans = tokio::task::spawn_blocking(move || {
-                    batch.into_iter().map(|(n, p)| { let s = scan(&p); (n, s) }).collect::<Vec<_>>()
+                    batch.into_iter().map(|m| { let s = m.scan(); (m.name, s) }).collect::<Vec<_>>()
                 })
                 .await
                 .unwrap_or_default();
@@ -129,10 +133,10 @@ async fn run(
 fn update_watches(
     watcher: &mut impl Watcher,
     watched: &mut HashMap<PathBuf, RecursiveMode>,
-    models: &[(String, PathBuf)],
+    models: &[WatchedModel],
 ) {
     let mut wanted: HashMap<PathBuf, RecursiveMode> = HashMap::new();
-    for (_, base) in models {
+    for base in models.iter().map(|m| &m.dir) {
         if base.is_dir() {
             wanted.insert(base.clone(), RecursiveMode::Recursive);
         } else if let Some(ancestor) = nearest_existing(base) {

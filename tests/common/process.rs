@@ -18,8 +18,18 @@ pub struct Spawned {
 /// Starts the binary in `cwd` with `args` (plus JSON logs on loopback) and waits for its
 /// "gRPC listening" line. Returns the error output if it exits first.
 pub fn spawn_server(cwd: &Path, args: &[&str]) -> Result<Spawned, String> {
+    spawn_server_with_env(cwd, args, &[])
+}
+
+/// [`spawn_server`] with extra environment variables (object-storage credentials...).
+pub fn spawn_server_with_env(
+    cwd: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Result<Spawned, String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_candle_model_server"))
         .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args(["--log_format=json", "--host=127.0.0.1"])
         .args(args)
         .stdout(Stdio::null())

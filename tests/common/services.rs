@@ -1,6 +1,7 @@
-//! Real services for the doctor's tests, each started on free loopback ports and stopped
-//! when dropped: redis-server (Debian) and ArcadeDB with its Bolt plugin (unpacked by
-//! `scripts/setup_services.sh` into `.cache/arcadedb`). A missing service is a test
+//! Real services for the tests, each started on free loopback ports and stopped when
+//! dropped: redis-server (Debian), ArcadeDB with its Bolt plugin (unpacked by
+//! `scripts/setup_services.sh` into `.cache/arcadedb`) and an S3 API server (moto, from
+//! PyPI, in `.cache/venv-moto`). A missing service is a test
 //! failure that says how to install it, never a silent skip.
 
 use std::io::{BufRead, BufReader, Write};
@@ -214,5 +215,108 @@ impl Arcade {
 impl Drop for Arcade {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// An S3 API server: moto's `moto_server` (PyPI), in memory, on a loopback port. Its
+/// venv also has boto3, the uploader the tests use as a writer of our own making.
+pub struct S3 {
+    pub port: u16,
+    child: Child,
+}
+
+pub fn moto_venv() -> PathBuf {
+    repo_root().join(".cache/venv-moto")
+}
+
+impl S3 {
+    pub fn start() -> S3 {
+        let port = free_port();
+        let binary = moto_venv().join("bin/moto_server");
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}); run scripts/setup_services.sh",
+                    binary.display()
+                )
+            });
+        let s3 = S3 { port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s3.http("GET", "/").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s3
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The standard variables a client of this server needs.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", self.endpoint().as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// CreateBucket (moto does not check signatures).
+    pub fn create_bucket(&self, name: &str) {
+        let status = self.http("PUT", &format!("/{name}"));
+        assert_eq!(status, Some(200), "CreateBucket {name}");
+    }
+
+    /// One plain HTTP/1.1 request; the status code.
+    fn http(&self, method: &str, path: &str) -> Option<u16> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Runs a boto3 script against this server (`s3` is a client bound to it); its stdout.
+    pub fn boto3(&self, script: &str) -> String {
+        let program = format!(
+            "import boto3, sys\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n{script}",
+            self.endpoint()
+        );
+        let out = Command::new(moto_venv().join("bin/python"))
+            .arg("-c")
+            .arg(&program)
+            .output()
+            .expect("the moto venv's python runs");
+        assert!(
+            out.status.success(),
+            "boto3 script failed:\n{program}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        kill(&mut self.child);
     }
 }
