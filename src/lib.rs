@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod models;
 pub mod pool;
 pub mod proto;
+pub mod rollout;
 pub mod servable;
 pub mod server;
 pub mod serving;

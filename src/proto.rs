@@ -27,6 +27,15 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
+/// This project's own services.
+pub mod candle_serving {
+    pub mod rollout {
+        pub mod v1 {
+            tonic::include_proto!("candle_serving.rollout.v1");
+        }
+    }
+}
+
 /// Descriptors of every message in `proto/`, for reading text-format configs and for
 /// proto3 JSON.
 pub static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {

@@ -8,32 +8,22 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{spawn_server_with_env, Spawned};
+use common::process::{run_cli, spawn_server_with_env, Spawned};
 use common::services::{free_port, S3};
 use common::*;
 use serde_json::Value;
 
 /// `candle_serving_cli push`, with the S3 server's variables; (success, stdout + stderr).
 fn push(s3: &S3, folder: &Path, url: &str, extra: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_candle_serving_cli"))
-        .envs(s3.env())
-        .arg("push")
-        .arg(folder)
-        .arg(url)
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut args = vec![
+        "push".to_string(),
+        folder.display().to_string(),
+        url.to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    run_cli(&args, &s3.env())
 }
 
 fn start(s3: &S3, dir: &Path, cache: &Path, url: &str) -> Spawned {

@@ -70,6 +70,48 @@ enum Command {
     /// Copy a version folder into a model's base path atomically: into a hidden temporary
     /// folder, fsync, then one rename, so the server never sees a half-copied version.
     Push(PushArgs),
+    /// Progressive rollouts: start (or change), status, promote, abort.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Send a share of the unpinned traffic to the canary label's version; with --auto,
+    /// the server raises it step by step, promotes at 100 % or rolls back by itself.
+    Start(RolloutStartArgs),
+    /// The rollout and the comparison its last decision was based on.
+    Status { model: String },
+    /// Move the stable label to the canary's version now, and end the rollout.
+    Promote { model: String },
+    /// All traffic back to stable, and end the rollout; on a rollout that already ended,
+    /// forget it (unpinned requests go to the latest version again).
+    Abort { model: String },
+}
+
+#[derive(clap::Args)]
+struct RolloutStartArgs {
+    model: String,
+    /// Share of the requests that name neither a version nor a label, 0-100.
+    #[arg(long)]
+    percent: u32,
+    #[arg(long, default_value = "canary")]
+    canary_label: String,
+    #[arg(long, default_value = "stable")]
+    stable_label: String,
+    /// Let the server analyse and step the rollout.
+    #[arg(long)]
+    auto: bool,
+    #[arg(long, default_value_t = 10)]
+    step_percent: u32,
+    #[arg(long, default_value_t = 60.0)]
+    interval_seconds: f64,
+    #[arg(long, default_value_t = 200)]
+    min_requests: u64,
+    #[arg(long, default_value_t = 0.01)]
+    max_error_rate: f64,
+    #[arg(long, default_value_t = 1.5)]
+    max_p99_ratio: f64,
 }
 
 #[derive(clap::Args)]
@@ -448,6 +490,7 @@ async fn main() -> anyhow::Result<()> {
         Command::ReloadConfig(args) => reload_config(&cli.server, args).await,
         Command::SetLabel(args) => set_label(&cli.server, args).await,
         Command::Push(args) => push(&cli.server, args).await,
+        Command::Rollout(command) => rollout(&cli.server, command).await,
     }
 }
 
@@ -607,6 +650,92 @@ async fn set_label(server: &str, args: SetLabelArgs) -> anyhow::Result<()> {
             "{model}: `{label}` → version {version}; {} updated",
             config.display()
         );
+    }
+    Ok(())
+}
+
+/// Sends one rollout command over gRPC and prints the rollout as the server reports it.
+async fn rollout(server: &str, command: RolloutCommand) -> anyhow::Result<()> {
+    use candle_serving::proto::candle_serving::rollout::v1 as pb;
+    let mut client = pb::rollout_service_client::RolloutServiceClient::new(channel(server).await?);
+    let status = match command {
+        RolloutCommand::Start(a) => {
+            client
+                .start_rollout(pb::StartRolloutRequest {
+                    model: a.model,
+                    canary_label: a.canary_label,
+                    stable_label: a.stable_label,
+                    canary_percent: a.percent,
+                    auto: a.auto.then_some(pb::AutoPolicy {
+                        step_percent: a.step_percent,
+                        interval_seconds: a.interval_seconds,
+                        min_requests: a.min_requests,
+                        max_error_rate: a.max_error_rate,
+                        max_p99_ratio: a.max_p99_ratio,
+                    }),
+                })
+                .await
+        }
+        RolloutCommand::Status { model } => {
+            client.get_rollout(pb::GetRolloutRequest { model }).await
+        }
+        RolloutCommand::Promote { model } => {
+            client
+                .promote_rollout(pb::PromoteRolloutRequest { model })
+                .await
+        }
+        RolloutCommand::Abort { model } => {
+            client
+                .abort_rollout(pb::AbortRolloutRequest { model })
+                .await
+        }
+    }
+    .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+    .into_inner();
+    match status.phase.as_str() {
+        "PROGRESSING" => println!(
+            "{}: PROGRESSING — {}% of unpinned requests to `{}` (version {}), the rest to `{}` (version {})",
+            status.model,
+            status.canary_percent,
+            status.canary_label,
+            status.canary_version,
+            status.stable_label,
+            status.stable_version
+        ),
+        "PROMOTED" => println!(
+            "{}: PROMOTED — `{}` names version {}; unpinned requests follow it",
+            status.model, status.stable_label, status.canary_version
+        ),
+        phase => println!(
+            "{}: {phase} — unpinned requests follow `{}` (version {}); `{}` still names version {}",
+            status.model,
+            status.stable_label,
+            status.stable_version,
+            status.canary_label,
+            status.canary_version
+        ),
+    }
+    if !status.reason.is_empty() {
+        println!("  reason: {}", status.reason);
+    }
+    if let Some(a) = &status.auto {
+        println!(
+            "  auto: +{}% every {} s once the canary has {} requests; roll back above error rate {} or p99 ratio {}",
+            a.step_percent, a.interval_seconds, a.min_requests, a.max_error_rate, a.max_p99_ratio
+        );
+    }
+    if let Some(a) = &status.last_analysis {
+        let side = |s: &Option<pb::SideFigures>| {
+            s.as_ref().map_or(String::from("-"), |s| {
+                format!(
+                    "version {}: {} requests, {} errors ({:.4}), p99 {:.2} ms",
+                    s.version, s.requests, s.errors, s.error_rate, s.p99_ms
+                )
+            })
+        };
+        println!("  last decision: {} ({})", a.decision, a.reason);
+        println!("    stable {}", side(&a.stable));
+        println!("    canary {}", side(&a.canary));
     }
     Ok(())
 }

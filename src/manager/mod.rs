@@ -364,6 +364,19 @@ impl Manager {
         counts
     }
 
+    /// The configuration being served (labels as they are now).
+    pub fn config(&self) -> ModelsConfig {
+        ModelsConfig {
+            models: self
+                .state
+                .lock()
+                .models
+                .values()
+                .map(|m| m.def.clone())
+                .collect(),
+        }
+    }
+
     /// Names of the configured models.
     pub fn model_names(&self) -> Vec<String> {
         self.state.lock().models.keys().cloned().collect()

@@ -238,6 +238,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for parts of the server that keep metrics of their own (rollouts).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -20,6 +20,7 @@ use crate::config::BatchingOptions;
 use crate::config::{ModelsConfig, ServerArgs};
 use crate::manager::{Manager, ManagerOptions};
 use crate::metrics::Metrics;
+use crate::proto::candle_serving::rollout::v1::rollout_service_server::RolloutServiceServer;
 use crate::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::proto::tensorflow::serving::MonitoringConfig;
 use crate::proto::tensorflow::serving::{
@@ -30,6 +31,7 @@ use crate::source::{FileSystemSource, RemoteMirror, ScanCallback};
 use crate::transport::grpc::GrpcServices;
 use crate::transport::grpc_scan::WireScanLayer;
 use crate::transport::rest::{self, RestOptions, DEFAULT_METRICS_PATH};
+use crate::transport::rollout::RolloutGrpc;
 use crate::transport::v2::grpc::{is_probe, OipService};
 
 mod in_flight;
@@ -257,7 +259,16 @@ impl Server {
             on_scan,
         )
         .map_err(anyhow::Error::msg)?;
-        let core = Core::new(manager.clone(), options.core.clone(), metrics);
+        let mut core_options = options.core.clone();
+        if let Some(file) = &options.config_file {
+            // Rollouts are kept beside the config (models.config -> models.rollouts.json),
+            // and a promotion rewrites the config's label.
+            core_options
+                .rollouts_file
+                .get_or_insert_with(|| file.with_extension("rollouts.json"));
+            core_options.config_file.get_or_insert_with(|| file.clone());
+        }
+        let core = Core::new(manager.clone(), core_options, metrics);
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
         let in_flight = InFlight::default();
@@ -306,7 +317,8 @@ impl Server {
                 GrpcInferenceServiceServer::new(OipService::new(core.clone()))
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
-            );
+            )
+            .add_service(RolloutServiceServer::new(RolloutGrpc::new(core.clone())));
         let stop = stopped(shutdown.subscribe());
         tasks.push(tokio::spawn(async move {
             // Without TCP_NODELAY a response written in several frames waits for the

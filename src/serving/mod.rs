@@ -6,6 +6,7 @@
 //! status, reload) and never changes what serves by itself.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::error::ServingError;
 use crate::manager::{Manager, ModelReadiness, ServableHandle, VersionChoice, VersionStatus};
 use crate::metrics::{Api, Metrics, RequestOutcome};
 use crate::pool::{PoolError, WorkerPool};
+use crate::rollout::Rollouts;
 use crate::servable::{
     BatchPolicy, Inputs, Outputs, ServableError, Signature, SignatureMap, DEFAULT_SIGNATURE,
 };
@@ -34,6 +36,10 @@ pub struct CoreOptions {
     /// Server-side batching (`--enable_batching`), for every version of every model whose
     /// servable allows it.
     pub batching: Option<BatchingOptions>,
+    /// Where rollouts are kept across restarts (beside the config file); `None`: in memory.
+    pub rollouts_file: Option<PathBuf>,
+    /// The config file a promotion rewrites, when the server has one.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for CoreOptions {
@@ -43,6 +49,8 @@ impl Default for CoreOptions {
             max_queued: 1024,
             limits: Limits::default(),
             batching: None,
+            rollouts_file: None,
+            config_file: None,
         }
     }
 }
@@ -54,6 +62,9 @@ pub struct ModelSpec {
     pub version: VersionChoice,
     /// Empty means `serving_default`.
     pub signature_name: String,
+    /// Who is asking (`X-Client-Id`, `x-client-id`, a request id): keeps a client on one side
+    /// of a rollout. Never part of a reply.
+    pub client_key: Option<String>,
 }
 
 impl ModelSpec {
@@ -62,6 +73,7 @@ impl ModelSpec {
             name: name.to_string(),
             version: VersionChoice::Latest,
             signature_name: String::new(),
+            client_key: None,
         }
     }
 }
@@ -95,6 +107,7 @@ pub struct Core {
     options: Arc<CoreOptions>,
     metrics: Arc<Metrics>,
     gate: Gate,
+    rollouts: Arc<Rollouts>,
 }
 
 /// The metrics label of requests for models that are not configured: a client's made-up
@@ -105,7 +118,14 @@ impl Core {
     pub fn new(manager: Arc<Manager>, options: CoreOptions, metrics: Arc<Metrics>) -> Self {
         let pool = WorkerPool::new("inference", options.inference_threads, options.max_queued);
         let gate = Gate::new(options.limits.max_concurrent, options.limits.max_wait);
+        let rollouts = Rollouts::new(
+            manager.clone(),
+            metrics.registry(),
+            options.rollouts_file.clone(),
+            options.config_file.clone(),
+        );
         Core {
+            rollouts,
             manager,
             pool: Arc::new(pool),
             options: Arc::new(options),
@@ -183,6 +203,29 @@ impl Core {
         self.manager.resolve(&spec.name, &spec.version)
     }
 
+    /// The version an inference request runs on: as [`Core::resolve`], except that a request
+    /// naming neither a version nor a label for a model with a rollout in progress goes to
+    /// the side its client key (or chance) picks. A side whose label cannot be resolved
+    /// falls back to the other, then to the latest version.
+    pub fn route(&self, spec: &ModelSpec) -> Result<ServableHandle, ServingError> {
+        if spec.version == VersionChoice::Latest {
+            if let Some((label, _)) = self.rollouts.route(&spec.name, spec.client_key.as_deref()) {
+                if let Ok(loaded) = self
+                    .manager
+                    .resolve(&spec.name, &VersionChoice::Label(label))
+                {
+                    return Ok(loaded);
+                }
+            }
+        }
+        self.resolve(spec)
+    }
+
+    /// The server's rollouts.
+    pub fn rollouts(&self) -> &Arc<Rollouts> {
+        &self.rollouts
+    }
+
     /// The signature a request names (empty: `serving_default`).
     pub fn signature<'a>(
         loaded: &'a ServableHandle,
@@ -213,7 +256,7 @@ impl Core {
         inputs: Inputs,
         output_filter: &[String],
     ) -> Result<Prediction, ServingError> {
-        let loaded = self.resolve(spec)?;
+        let loaded = self.route(spec)?;
         self.predict_on(loaded, &spec.signature_name, inputs, output_filter)
             .await
     }
@@ -286,8 +329,16 @@ impl Core {
                 }
             }
         };
+        let took = started.elapsed();
         self.metrics
-            .runtime(loaded.model(), loaded.version(), api, started.elapsed());
+            .runtime(loaded.model(), loaded.version(), api, took);
+        let server_error = matches!(
+            result,
+            Err(BatchError::Pool(PoolError::Panicked(_)))
+                | Err(BatchError::Servable(ServableError::Internal(_)))
+        );
+        self.rollouts
+            .record(loaded.model(), loaded.version(), took, server_error);
         result.map_err(|e| match e {
             BatchError::Pool(PoolError::Full { capacity, .. }) => ServingError::resource_exhausted(format!(
                 "{}: the server is overloaded ({capacity} requests are waiting for inference); retry later",
@@ -338,7 +389,7 @@ impl Core {
         spec: &ModelSpec,
         examples: Vec<Example>,
     ) -> Result<Classification, ServingError> {
-        let loaded = self.resolve(spec)?;
+        let loaded = self.route(spec)?;
         let Some(target) = loaded.servable().classification() else {
             return Err(ServingError::invalid_argument(format!(
                 "{} ({}) does not classify; use Predict",

@@ -54,7 +54,7 @@ pub fn status_code(code: Code) -> tonic::Code {
 /// report a longer one as a broken stream instead of the cause.
 const MAX_STATUS_MESSAGE: usize = 4096;
 
-pub(crate) fn to_status(e: ServingError) -> Status {
+pub fn to_status(e: ServingError) -> Status {
     let mut message = e.message;
     if message.len() > MAX_STATUS_MESSAGE {
         let mut end = MAX_STATUS_MESSAGE;
@@ -84,7 +84,17 @@ pub fn spec_from_proto(spec: Option<&ProtoSpec>) -> Result<ModelSpec, ServingErr
         name: spec.name.clone(),
         version,
         signature_name: spec.signature_name.clone(),
+        client_key: None,
     })
+}
+
+/// The client key a gRPC request carries (`x-client-id` metadata), for sticky rollouts.
+pub fn client_key(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    metadata
+        .get("x-client-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 fn spec_to_proto(model: &str, version: i64, signature_name: &str) -> ProtoSpec {
@@ -163,9 +173,14 @@ impl GrpcServices {
         finish(&self.core, model, api, started, result)
     }
 
-    async fn predict(&self, request: PredictRequest) -> Served<PredictResponse> {
-        let spec = spec_from_proto(request.model_spec.as_ref())?;
-        let loaded = self.core.resolve(&spec)?;
+    async fn predict(
+        &self,
+        request: PredictRequest,
+        client_key: Option<String>,
+    ) -> Served<PredictResponse> {
+        let mut spec = spec_from_proto(request.model_spec.as_ref())?;
+        spec.client_key = client_key;
+        let loaded = self.core.route(&spec)?;
         let mut inputs = Inputs::new();
         let mut budget = self.core.budget();
         // In name order, so that which input a limit stops at does not depend on hashing.
@@ -200,8 +215,13 @@ impl GrpcServices {
         Ok((response, Some(prediction.version)))
     }
 
-    async fn classify(&self, request: ClassificationRequest) -> Served<ClassificationResponse> {
-        let spec = spec_from_proto(request.model_spec.as_ref())?;
+    async fn classify(
+        &self,
+        request: ClassificationRequest,
+        client_key: Option<String>,
+    ) -> Served<ClassificationResponse> {
+        let mut spec = spec_from_proto(request.model_spec.as_ref())?;
+        spec.client_key = client_key;
         let examples = examples_from_input(request.input.as_ref())?;
         let result = self.core.classify(&spec, examples).await?;
         let classifications = result
@@ -261,9 +281,10 @@ impl PredictionService for GrpcServices {
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
         let started = Instant::now();
+        let key = client_key(request.metadata());
         let request = request.into_inner();
         let model = model_name(request.model_spec.as_ref());
-        let result = GrpcServices::predict(self, request).await;
+        let result = GrpcServices::predict(self, request, key).await;
         self.finish(&model, Api::Predict, started, result)
     }
 
@@ -272,9 +293,10 @@ impl PredictionService for GrpcServices {
         request: Request<ClassificationRequest>,
     ) -> Result<Response<ClassificationResponse>, Status> {
         let started = Instant::now();
+        let key = client_key(request.metadata());
         let request = request.into_inner();
         let model = model_name(request.model_spec.as_ref());
-        let result = GrpcServices::classify(self, request).await;
+        let result = GrpcServices::classify(self, request, key).await;
         self.finish(&model, Api::Classify, started, result)
     }
 

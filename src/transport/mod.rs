@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod grpc_scan;
 pub mod json;
 pub mod rest;
+pub mod rollout;
 pub mod v2;
 
 use axum::http::{header, HeaderMap};

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -25,6 +25,7 @@ use crate::error::{Code, ServingError};
 use crate::manager::VersionChoice;
 use crate::metrics::{Api, Entrypoint, RequestOutcome};
 use crate::proto::tensorflow::serving::{model_spec, ModelSpec as ProtoSpec};
+use crate::rollout::RolloutRequest;
 use crate::serving::{Core, Example, ModelSpec};
 
 /// Settings of the REST listener.
@@ -258,13 +259,78 @@ fn parse_route(rest: &str) -> Result<(String, VersionChoice, Action), String> {
     Ok((parts[0].to_string(), version, action))
 }
 
+/// The client key a REST request carries (`X-Client-Id`), for sticky rollouts.
+pub(crate) fn client_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-client-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// `{model}/rollout` (GET, PUT, DELETE) and `{model}/rollout:promote` (POST).
+fn rollout_route(rest: &str) -> Option<(&str, bool)> {
+    if let Some(model) = rest.strip_suffix("/rollout:promote") {
+        return (!model.is_empty() && !model.contains('/')).then_some((model, true));
+    }
+    let model = rest.strip_suffix("/rollout")?;
+    (!model.is_empty() && !model.contains('/')).then_some((model, false))
+}
+
+async fn rollout(
+    state: &AppState,
+    method: &Method,
+    model: &str,
+    promote: bool,
+    body: &[u8],
+) -> Response {
+    let rollouts = state.core.rollouts();
+    let result = match (method.clone(), promote) {
+        (Method::POST, true) => rollouts.promote(model).await,
+        (Method::GET, false) => rollouts.get(model),
+        (Method::DELETE, false) => rollouts.abort(model).await,
+        (Method::PUT, false) => match serde_json::from_slice::<RolloutRequest>(body) {
+            Ok(request) => rollouts.start(model, request).await,
+            Err(e) => Err(ServingError::invalid_argument(format!(
+                "model `{model}`: the rollout body is not valid: {e}; send {{\"canary_percent\": 0-100, \"canary_label\": ..., \"stable_label\": ..., \"auto\": {{...}}}}"
+            ))),
+        },
+        (_, true) => {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on /v1/models/{model}/rollout:promote; use POST"),
+            )
+        }
+        (_, false) => {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on /v1/models/{model}/rollout; use GET, PUT or DELETE"),
+            )
+        }
+    };
+    match result {
+        Ok(rollout) => Json(serde_json::to_value(&rollout).unwrap_or_default()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn models(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     Path(rest): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    if let Some((model, promote)) = rollout_route(&rest) {
+        return match body {
+            Ok(body) => rollout(&state, &method, model, promote, &body).await,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                body_too_large(state.options.max_body_bytes)
+            }
+            Err(rejection) => error(rejection.status(), rejection.body_text()),
+        };
+    }
     let (model, version, action) = match parse_route(&rest) {
         Ok(route) => route,
         Err(message) => return error(StatusCode::NOT_FOUND, message),
@@ -289,6 +355,7 @@ async fn models(
         name: model.clone(),
         version,
         signature_name: String::new(),
+        client_key: client_key(&headers),
     };
     let work = handle(&state.core, action, spec, &body);
     let outcome = timed(&state, &model, action.api(), started, work).await;
@@ -391,7 +458,7 @@ async fn handle(
         Action::Predict => {
             let body = parse_body(body, core.limits())?;
             spec.signature_name = signature_name(&body)?;
-            let loaded = core.resolve(&spec)?;
+            let loaded = core.route(&spec)?;
             let (_, signature) = Core::signature(&loaded, &spec.signature_name)?;
             let (layout, inputs) = json::parse_predict(&body, signature).map_err(|m| {
                 ServingError::invalid_argument(format!("{}: {m}", loaded.describe()))

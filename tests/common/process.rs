@@ -131,3 +131,21 @@ pub fn run_failing(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `candle_serving_cli` with `args` and extra environment variables; (success, what it
+/// printed on stdout and stderr).
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(String, String)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_candle_serving_cli"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .output()
+        .expect("the CLI binary runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

@@ -119,7 +119,11 @@ fn decode_inputs(
 }
 
 impl OipService {
-    async fn model_infer(&self, request: ModelInferRequest) -> Served<ModelInferResponse> {
+    async fn model_infer(
+        &self,
+        request: ModelInferRequest,
+        client_key: Option<String>,
+    ) -> Served<ModelInferResponse> {
         let model = &request.model_name;
         refuse_extensions(model, "the request", request.parameters.keys())?;
         for input in &request.inputs {
@@ -161,6 +165,9 @@ impl OipService {
             )));
         }
         let requested: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
+        let mut spec = spec;
+        spec.client_key =
+            client_key.or_else(|| (!request.id.is_empty()).then(|| request.id.clone()));
         let inferred = infer(&self.core, &spec, &requested, |budget| {
             decode_inputs(&request, budget)
         })
@@ -280,9 +287,10 @@ impl GrpcInferenceService for OipService {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let started = Instant::now();
+        let key = crate::transport::grpc::client_key(request.metadata());
         let request = request.into_inner();
         let model = request.model_name.clone();
-        let result = OipService::model_infer(self, request).await;
+        let result = OipService::model_infer(self, request, key).await;
         finish(&self.core, &model, Api::ModelInfer, started, result)
     }
 }

@@ -56,6 +56,7 @@ pub fn model_spec(
         name: name.to_string(),
         version,
         signature_name: signature.unwrap_or_default().to_string(),
+        client_key: None,
     })
 }
 
@@ -146,7 +147,7 @@ pub async fn infer(
     requested: &[String],
     decode: impl FnOnce(&mut Budget) -> Result<Inputs, InputError>,
 ) -> Result<Inferred, ServingError> {
-    let loaded = core.resolve(spec)?;
+    let loaded = core.route(spec)?;
     let (_, signature) = Core::signature(&loaded, &spec.signature_name)?;
     let order = output_order(signature, requested)
         .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", loaded.describe())))?;
@@ -264,6 +265,7 @@ mod tests {
                 name: "m".into(),
                 version: VersionChoice::Label("stable".into()),
                 signature_name: "other".into(),
+                client_key: None,
             }
         );
         let e = model_spec("m", "stable", None, None).unwrap_err();

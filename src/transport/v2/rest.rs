@@ -301,7 +301,7 @@ async fn run_infer(
     if let Some(parameters) = parameters {
         refuse_extensions(model, "the request", parameters.keys())?;
     }
-    let spec = model_spec(
+    let mut spec = model_spec(
         model,
         version,
         string_param(parameters, VERSION_LABEL).map_err(in_model)?,
@@ -315,6 +315,7 @@ async fn run_infer(
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(bad("`id` must be a string".into())),
     };
+    spec.client_key = crate::transport::rest::client_key(headers).or_else(|| id.clone());
     let Some(Value::Array(inputs)) = request.get("inputs") else {
         return Err(bad("the body needs `inputs`, a list of tensors".into()));
     };
