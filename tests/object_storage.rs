@@ -126,6 +126,21 @@ async fn versions_in_s3_are_fetched_served_and_unloaded_when_they_leave_the_buck
     let (ok, out) = push(&s3, &v1, url, &[]);
     assert!(ok, "{out}");
     assert!(out.contains("as s3://models/prod/m/1"), "{out}");
+    // Without AWS_ALLOW_HTTP, an http:// endpoint is still taken as meant (as the AWS CLI does).
+    let no_flag: Vec<(String, String)> = s3
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "AWS_ALLOW_HTTP")
+        .collect();
+    let (ok, out) = run_cli(
+        &[
+            "push".to_string(),
+            v1.display().to_string(),
+            "s3://models/other/m".into(),
+        ],
+        &no_flag,
+    );
+    assert!(ok && out.contains("as s3://models/other/m/1"), "{out}");
     let (ok, out) = push(&s3, &v1, url, &["--version=1"]);
     assert!(!ok && out.contains("already exists"), "{out}");
     let (ok, out) = push(&s3, dir.path(), url, &[]);

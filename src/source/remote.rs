@@ -97,11 +97,16 @@ pub fn open(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String
         ..Default::default()
     };
     let built = match scheme {
-        ObjectStoreScheme::AmazonS3 => AmazonS3Builder::from_env()
-            .with_url(url.as_str())
-            .with_retry(retry)
-            .build()
-            .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+        ObjectStoreScheme::AmazonS3 => {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry);
+            if plain_http_endpoint(|k| std::env::var(k).ok()) {
+                // As the AWS CLI and boto3 do: an endpoint written as http:// is meant.
+                builder = builder.with_allow_http(true);
+            }
+            builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        }
         ObjectStoreScheme::GoogleCloudStorage => GoogleCloudStorageBuilder::from_env()
             .with_url(url.as_str())
             .with_retry(retry)
@@ -117,6 +122,16 @@ pub fn open(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String
     built
         .map(|store| (store, prefix))
         .map_err(|e| format!("cannot open {url}: {e}"))
+}
+
+/// Whether the S3 endpoint is given as `http://...` and `AWS_ALLOW_HTTP` is not set either
+/// way. object_store refuses plain http unless told; an explicit `AWS_ALLOW_HTTP=false` wins.
+fn plain_http_endpoint(var: impl Fn(&str) -> Option<String>) -> bool {
+    var("AWS_ALLOW_HTTP").is_none()
+        && ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+            .iter()
+            .find_map(|k| var(k))
+            .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"))
 }
 
 /// One object of a version: its path below the version, size and ETag.
@@ -658,6 +673,35 @@ mod tests {
 
     fn url() -> url::Url {
         "s3://bucket/models/m".parse().unwrap()
+    }
+
+    #[test]
+    fn an_http_endpoint_allows_http_unless_told_otherwise() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(plain_http_endpoint(env(&[(
+            "AWS_ENDPOINT_URL",
+            "http://127.0.0.1:9000"
+        )])));
+        assert!(plain_http_endpoint(env(&[(
+            "AWS_ENDPOINT_URL_S3",
+            "HTTP://minio:9000"
+        )])));
+        assert!(!plain_http_endpoint(env(&[(
+            "AWS_ENDPOINT_URL",
+            "https://s3.example.com"
+        )])));
+        assert!(!plain_http_endpoint(env(&[])));
+        assert!(!plain_http_endpoint(env(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ALLOW_HTTP", "false"),
+        ])));
     }
 
     #[test]
