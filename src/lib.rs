@@ -13,9 +13,11 @@
 pub mod admission;
 pub mod batching;
 pub mod config;
+pub mod connect;
 #[cfg(feature = "doctor")]
 pub mod doctor;
 pub mod error;
+pub mod jobs;
 #[cfg(any(feature = "doctor", feature = "train"))]
 pub mod lexicon;
 pub mod manager;
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod models;
 pub mod pool;
 pub mod proto;
+pub mod redis_conn;
 pub mod rollout;
 pub mod servable;
 pub mod server;

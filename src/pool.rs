@@ -2,7 +2,9 @@
 //! that must never run on the async runtime's threads. Loads and inference get separate
 //! pools, so a slow load never takes a thread a request is waiting for.
 //! The pool knows nothing of models or requests: it runs closures, bounds its queue and turns
-//! panics into errors.
+//! panics into errors. Work comes in two priorities: a worker takes a background job
+//! (asynchronous inference jobs) only when no interactive one is waiting, and background
+//! jobs may fill only half the queue.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,6 +14,34 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Who is waiting for a piece of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// A client holds a connection open for the answer.
+    #[default]
+    Interactive,
+    /// An asynchronous job: runs when nothing interactive waits.
+    Background,
+}
+
+tokio::task_local! {
+    static PRIORITY: Priority;
+}
+
+impl Priority {
+    /// The priority of the work the current task does: [`Priority::Background`] inside
+    /// [`Priority::scope`], interactive otherwise.
+    pub fn current() -> Priority {
+        PRIORITY.try_with(|p| *p).unwrap_or_default()
+    }
+
+    /// Runs `work` with this priority: the inference it starts (batching queue, pool) is
+    /// scheduled accordingly, without every layer in between passing it along.
+    pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
+        PRIORITY.scope(self, work).await
+    }
+}
 
 /// Why a job did not produce its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,10 +54,11 @@ pub enum PoolError {
     ShutDown(String),
 }
 
-/// A fixed set of named threads pulling jobs from one bounded queue.
+/// A fixed set of named threads pulling jobs from one bounded queue (in two priorities).
 pub struct WorkerPool {
     name: String,
     sender: crossbeam_channel::Sender<Job>,
+    background: crossbeam_channel::Sender<Job>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
 }
@@ -36,20 +67,18 @@ impl WorkerPool {
     /// `threads` workers named `name-N`; at most `capacity` jobs wait at once.
     pub fn new(name: &str, threads: usize, capacity: usize) -> Self {
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+        let (background, low) = crossbeam_channel::unbounded::<Job>();
         for i in 0..threads.max(1) {
-            let receiver = receiver.clone();
+            let (high, low) = (receiver.clone(), low.clone());
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || {
-                    while let Ok(job) = receiver.recv() {
-                        job();
-                    }
-                })
+                .spawn(move || worker(high, low))
                 .expect("spawning a worker thread");
         }
         WorkerPool {
             name: name.to_string(),
             sender,
+            background,
             queued: Arc::new(AtomicUsize::new(0)),
             capacity,
         }
@@ -60,9 +89,9 @@ impl WorkerPool {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Queues `f` and returns a future of its result. A panic in `f` becomes an error, never
-    /// a dead thread. If the returned future is dropped before a worker reaches the job
-    /// (the client went away), the job is skipped.
+    /// Queues `f` at the current task's [`Priority`] and returns a future of its result. A
+    /// panic in `f` becomes an error, never a dead thread. If the returned future is dropped
+    /// before a worker reaches the job (the client went away), the job is skipped.
     pub fn submit<R, F>(
         &self,
         f: F,
@@ -71,12 +100,30 @@ impl WorkerPool {
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
     {
+        self.submit_at(Priority::current(), f)
+    }
+
+    /// [`submit`](Self::submit) at a given priority. Background work may fill only half the
+    /// queue, so a burst of it never makes interactive work wait for room.
+    pub fn submit_at<R, F>(
+        &self,
+        priority: Priority,
+        f: F,
+    ) -> Result<impl Future<Output = Result<R, PoolError>>, PoolError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let capacity = match priority {
+            Priority::Interactive => self.capacity,
+            Priority::Background => self.capacity.div_ceil(2),
+        };
         let before = self.queued.fetch_add(1, Ordering::AcqRel);
-        if before >= self.capacity {
+        if before >= capacity {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(PoolError::Full {
                 pool: self.name.clone(),
-                capacity: self.capacity,
+                capacity,
             });
         }
         let (tx, rx) = oneshot::channel();
@@ -98,7 +145,11 @@ impl WorkerPool {
             });
             let _ = tx.send(result);
         });
-        if self.sender.send(job).is_err() {
+        let sender = match priority {
+            Priority::Interactive => &self.sender,
+            Priority::Background => &self.background,
+        };
+        if sender.send(job).is_err() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(PoolError::ShutDown(self.name.clone()));
         }
@@ -113,6 +164,31 @@ impl WorkerPool {
         F: FnOnce() -> R + Send + 'static,
     {
         self.submit(f)?.await
+    }
+}
+
+/// A worker thread: interactive jobs first; a background job only when none waits.
+fn worker(high: crossbeam_channel::Receiver<Job>, low: crossbeam_channel::Receiver<Job>) {
+    loop {
+        if let Ok(job) = high.try_recv() {
+            job();
+            continue;
+        }
+        if let Ok(job) = low.try_recv() {
+            job();
+            continue;
+        }
+        crossbeam_channel::select! {
+            recv(high) -> job => match job {
+                Ok(job) => job(),
+                Err(_) => return,
+            },
+            recv(low) -> job => {
+                if let Ok(job) = job {
+                    job();
+                }
+            }
+        }
     }
 }
 
@@ -157,5 +233,50 @@ mod tests {
         blocker.await.unwrap();
         assert_eq!(kept.await.unwrap(), 5);
         assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn interactive_work_goes_before_background_work() {
+        let pool = WorkerPool::new("prio", 1, 8);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let blocker = pool.submit(move || wait.recv().unwrap()).unwrap();
+        while pool.queued() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut done = Vec::new();
+        for (i, priority) in [
+            Priority::Background,
+            Priority::Background,
+            Priority::Interactive,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let order = order.clone();
+            done.push(
+                pool.submit_at(priority, move || order.lock().push(i))
+                    .unwrap(),
+            );
+        }
+        // Background work may take only half the queue.
+        assert!(pool.submit_at(Priority::Background, || ()).is_ok());
+        assert!(matches!(
+            pool.submit_at(Priority::Background, || ()),
+            Err(PoolError::Full { capacity: 4, .. })
+        ));
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        for d in done {
+            d.await.unwrap();
+        }
+        assert_eq!(*order.lock(), vec![2, 0, 1]);
+        assert_eq!(
+            Priority::Background
+                .scope(async { Priority::current() })
+                .await,
+            Priority::Background
+        );
+        assert_eq!(Priority::current(), Priority::Interactive);
     }
 }

@@ -29,6 +29,11 @@ pub mod inference {
 
 /// This project's own services.
 pub mod candle_serving {
+    pub mod jobs {
+        pub mod v1 {
+            tonic::include_proto!("candle_serving.jobs.v1");
+        }
+    }
     pub mod rollout {
         pub mod v1 {
             tonic::include_proto!("candle_serving.rollout.v1");

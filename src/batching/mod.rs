@@ -11,6 +11,10 @@
 //! shape (and, for models that pad to the longest row, by length bucket), so only requests
 //! that can share a batch share a queue.
 //!
+//! Asynchronous jobs share the queues at a lower [`Priority`]: within a queue they stand
+//! behind every interactive request, fill only what room in a batch is left, may take only
+//! half the queue, and a batch of nothing but jobs runs on the pool's background lane.
+//!
 //! It never picks a version or checks a signature (the serving core does both before a
 //! request is queued), and it runs batches on the inference pool, never on the async runtime.
 
@@ -28,7 +32,7 @@ use tokio::time::Instant;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use self::merge::QueueKey;
-use crate::pool::{PoolError, WorkerPool};
+use crate::pool::{PoolError, Priority, WorkerPool};
 use crate::servable::{BatchPolicy, Inputs, Outputs, Servable, ServableError};
 
 /// Why a batched request produced no outputs.
@@ -50,6 +54,7 @@ struct Task {
     rows: usize,
     key: QueueKey,
     enqueued: Instant,
+    priority: Priority,
     reply: oneshot::Sender<Result<Outputs, BatchError>>,
 }
 
@@ -135,7 +140,11 @@ impl Batcher {
     /// the queue (or discards its rows if the batch already started).
     pub async fn run(&self, signature: &str, inputs: Inputs) -> Result<Outputs, BatchError> {
         let rows = merge::rows(&inputs);
-        let capacity = self.options.queue_capacity();
+        let priority = Priority::current();
+        let capacity = match priority {
+            Priority::Interactive => self.options.queue_capacity(),
+            Priority::Background => self.options.queue_capacity().div_ceil(2),
+        };
         let before = self.waiting_rows.fetch_add(rows, Ordering::AcqRel);
         if before + rows > capacity {
             self.waiting_rows.fetch_sub(rows, Ordering::AcqRel);
@@ -154,6 +163,7 @@ impl Batcher {
             rows,
             key,
             enqueued: Instant::now(),
+            priority,
             reply,
         };
         if self.sender.send(task).is_err() {
@@ -237,7 +247,17 @@ impl Scheduler {
             }
         };
         queue.rows += task.rows;
-        queue.tasks.push_back(task);
+        // Interactive requests stand in front of every background one; each kind in
+        // arrival order.
+        let at = match task.priority {
+            Priority::Background => queue.tasks.len(),
+            Priority::Interactive => queue
+                .tasks
+                .iter()
+                .position(|t| t.priority == Priority::Background)
+                .unwrap_or(queue.tasks.len()),
+        };
+        queue.tasks.insert(at, task);
     }
 
     /// Removes requests whose caller stopped waiting (the client went away or timed out).
@@ -264,7 +284,7 @@ impl Scheduler {
     }
 
     /// The queue to batch next: among the queues that are ready, the one whose oldest
-    /// request is oldest. A queue is ready when it holds `max_batch_size` rows, or as many
+    /// request is oldest (queues holding interactive requests before those holding only jobs). A queue is ready when it holds `max_batch_size` rows, or as many
     /// rows as the previous batch had, or its oldest request has waited `batch_timeout`
     /// (every queue is, when `draining`). The middle rule is this server's: under steady
     /// load a batch waits (never beyond the timeout) for the clients of the previous batch
@@ -282,7 +302,11 @@ impl Scheduler {
                         .front()
                         .is_some_and(|t| now >= t.enqueued + self.options.batch_timeout)
             })
-            .min_by_key(|(_, q)| q.tasks.front().map(|t| t.enqueued))
+            .min_by_key(|(_, q)| {
+                q.tasks
+                    .front()
+                    .map(|t| (t.priority == Priority::Background, t.enqueued))
+            })
             .map(|(i, _)| i)
     }
 
@@ -317,6 +341,11 @@ impl Scheduler {
         (self.on_batch)(batch.iter().map(|t| t.rows).sum());
         let servable = self.servable.clone();
         let pool = self.pool.clone();
+        let priority = if batch.iter().any(|t| t.priority == Priority::Interactive) {
+            Priority::Interactive
+        } else {
+            Priority::Background
+        };
         tokio::spawn(async move {
             let _permit = permit;
             let (replies, work): (Vec<_>, Vec<_>) = batch
@@ -324,7 +353,7 @@ impl Scheduler {
                 .map(|t| (t.reply, (t.signature, t.inputs)))
                 .unzip();
             let job = move || run_batch(servable.as_ref(), work);
-            match pool.submit(job) {
+            match pool.submit_at(priority, job) {
                 Ok(running) => match running.await {
                     Ok(results) => {
                         for (reply, result) in replies.into_iter().zip(results) {

@@ -446,3 +446,34 @@ fn merging_pads_rank_2_inputs_and_splitting_restores_each_request() {
         .unwrap_err()
         .contains("cannot be batched"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_wait_behind_interactive_requests_and_fill_what_room_is_left() {
+    let rig = start_rig(options(3), BatchPolicy::Rows, true);
+    let first = spawn(&rig, &[100.0]);
+    assert_eq!(next_batch(&rig).await, vec![100.0]);
+    // While a batch runs, two jobs queue, then two interactive requests.
+    let mut handles = Vec::new();
+    for (row, priority) in [
+        (1.0, crate::pool::Priority::Background),
+        (2.0, crate::pool::Priority::Background),
+        (3.0, crate::pool::Priority::Interactive),
+        (4.0, crate::pool::Priority::Interactive),
+    ] {
+        let batcher = rig.batcher.clone();
+        handles.push(tokio::spawn(priority.scope(async move {
+            batcher.run("serving_default", x(&[row])).await
+        })));
+        settle(&rig.batcher, handles.len()).await;
+    }
+    rig.release.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    // The interactive requests go first; the older job fills the batch's last row.
+    assert_eq!(next_batch(&rig).await, vec![3.0, 4.0, 1.0]);
+    rig.release.send(()).unwrap();
+    assert_eq!(next_batch(&rig).await, vec![2.0]);
+    rig.release.send(()).unwrap();
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+}

@@ -8,6 +8,7 @@
 //!     candle_serving_cli push ./trained/3 model_repo/symptom_ner --wait
 //!     candle_serving_cli push ./trained/3 s3://models/prod/symptom_ner --wait
 //!     candle_serving_cli set-label symptom_ner canary=3 --config models.config
+//!     candle_serving_cli job submit minilm "a long document" --wait
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,8 +23,8 @@ use candle_serving::config::{text_format, BasePath};
 use candle_serving::proto::tensorflow::serving::{
     model_server_config, model_service_client::ModelServiceClient, model_spec::VersionChoice,
     prediction_service_client::PredictionServiceClient, GetModelMetadataRequest,
-    GetModelStatusRequest, ModelServerConfig, ModelSpec, PredictRequest, ReloadConfigRequest,
-    SignatureDefMap,
+    GetModelStatusRequest, ModelServerConfig, ModelSpec, PredictRequest, PredictResponse,
+    ReloadConfigRequest, SignatureDefMap,
 };
 use candle_serving::proto::tensorflow::TensorInfo;
 use candle_serving::source::remote;
@@ -73,6 +74,40 @@ enum Command {
     /// Progressive rollouts: start (or change), status, promote, abort.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Asynchronous jobs: submit a Predict, get or wait for its result, cancel it.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Queue a Predict on strings (as `predict` takes them) and print the job id; with
+    /// --wait, wait for it and print its outputs.
+    Submit {
+        #[command(flatten)]
+        predict: PredictArgs,
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value_t = 600)]
+        timeout_seconds: u64,
+    },
+    /// The job's state, and its outputs or error once it has ended.
+    Get {
+        job_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until the job ends (or the timeout passes), then print it as `get` does.
+    Wait {
+        job_id: String,
+        #[arg(long, default_value_t = 600)]
+        timeout_seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job that has not started.
+    Cancel { job_id: String },
 }
 
 #[derive(Subcommand)]
@@ -491,6 +526,7 @@ async fn main() -> anyhow::Result<()> {
         Command::SetLabel(args) => set_label(&cli.server, args).await,
         Command::Push(args) => push(&cli.server, args).await,
         Command::Rollout(command) => rollout(&cli.server, command).await,
+        Command::Job(command) => job(&cli.server, command).await,
     }
 }
 
@@ -538,8 +574,8 @@ async fn metadata(server: &str, args: MetadataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a model on strings (`text`, and `text_pair` with --pair) and prints its outputs.
-async fn predict(server: &str, args: PredictArgs) -> anyhow::Result<()> {
+/// The PredictRequest of `predict` (and `job submit`): strings as `text` and `text_pair`.
+fn predict_request(args: PredictArgs) -> anyhow::Result<(String, PredictRequest, bool)> {
     let PredictArgs {
         model,
         texts,
@@ -562,17 +598,29 @@ async fn predict(server: &str, args: PredictArgs) -> anyhow::Result<()> {
             tensor_to_proto(&Tensor::strings(&pairs)),
         );
     }
+    let request = PredictRequest {
+        model_spec: Some(spec(&model, &which, &signature)),
+        inputs,
+        ..Default::default()
+    };
+    Ok((model, request, json))
+}
+
+/// Runs a model on strings (`text`, and `text_pair` with --pair) and prints its outputs.
+async fn predict(server: &str, args: PredictArgs) -> anyhow::Result<()> {
+    let (model, request, json) = predict_request(args)?;
     let mut client =
         PredictionServiceClient::new(channel(server).await?).max_decoding_message_size(1 << 30);
     let response = client
-        .predict(PredictRequest {
-            model_spec: Some(spec(&model, &which, &signature)),
-            inputs,
-            ..Default::default()
-        })
+        .predict(request)
         .await
         .map_err(rpc_error)?
         .into_inner();
+    print_response(&model, &response, json)
+}
+
+/// Prints a PredictResponse's outputs (as JSON with `json`).
+fn print_response(model: &str, response: &PredictResponse, json: bool) -> anyhow::Result<()> {
     let version = served_version(response.model_spec.as_ref());
     let outputs: BTreeMap<String, Tensor> = response
         .outputs
@@ -595,6 +643,99 @@ async fn predict(server: &str, args: PredictArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One job command over `candle_serving.jobs.v1.JobService`.
+async fn job(server: &str, command: JobCommand) -> anyhow::Result<()> {
+    use candle_serving::proto::candle_serving::jobs::v1::{
+        job_service_client::JobServiceClient, JobRequest,
+    };
+    let mut client =
+        JobServiceClient::new(channel(server).await?).max_decoding_message_size(1 << 30);
+    let waiting = |job_id: String, seconds: u64| {
+        let mut request = tonic::Request::new(JobRequest { job_id });
+        request.set_timeout(Duration::from_secs(seconds.max(1)));
+        request
+    };
+    let (job, json) = match command {
+        JobCommand::Submit {
+            predict,
+            wait,
+            timeout_seconds,
+        } => {
+            let (_, request, json) = predict_request(predict)?;
+            let job = client
+                .submit(request)
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            if !wait {
+                println!("{}", job.job_id);
+                return Ok(());
+            }
+            let job = client
+                .wait(waiting(job.job_id, timeout_seconds))
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            (job, json)
+        }
+        JobCommand::Get { job_id, json } => (
+            client
+                .get(JobRequest { job_id })
+                .await
+                .map_err(rpc_error)?
+                .into_inner(),
+            json,
+        ),
+        JobCommand::Wait {
+            job_id,
+            timeout_seconds,
+            json,
+        } => (
+            client
+                .wait(waiting(job_id, timeout_seconds))
+                .await
+                .map_err(rpc_error)?
+                .into_inner(),
+            json,
+        ),
+        JobCommand::Cancel { job_id } => (
+            client
+                .cancel(JobRequest { job_id })
+                .await
+                .map_err(rpc_error)?
+                .into_inner(),
+            false,
+        ),
+    };
+    print_job(&job, json)
+}
+
+fn print_job(
+    job: &candle_serving::proto::candle_serving::jobs::v1::Job,
+    json: bool,
+) -> anyhow::Result<()> {
+    use candle_serving::proto::candle_serving::jobs::v1::{job::Result as JobResult, JobState};
+    let model = job.model_spec.as_ref().map_or("", |s| s.name.as_str());
+    let state = JobState::try_from(job.state).map_or("UNKNOWN", |s| s.as_str_name());
+    match &job.result {
+        Some(JobResult::Response(response)) => {
+            if !json {
+                println!("job {}: {state}", job.job_id);
+            }
+            print_response(model, response, json)
+        }
+        Some(JobResult::ResultJson(body)) => {
+            println!("job {}: {state} (model {model})\n{body}", job.job_id);
+            Ok(())
+        }
+        None if state == "FAILED" => bail!("job {}: FAILED: {}", job.job_id, job.error_message),
+        None => {
+            println!("job {}: {state} (model {model})", job.job_id);
+            Ok(())
+        }
+    }
 }
 
 /// Sends a models.config file to HandleReloadConfigRequest.

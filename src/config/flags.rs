@@ -126,6 +126,30 @@ pub struct ServerArgs {
     #[arg(long = "max_queued_requests", default_value_t = 1024)]
     pub max_queued_requests: usize,
 
+    /// Where asynchronous jobs (`:predictAsync`, JobService) wait: `memory` (in this
+    /// process) or `redis://host:port/db`, a Redis stream that every server pointed at the
+    /// same Redis takes jobs from.
+    #[arg(long = "job_queue", default_value = "memory")]
+    pub job_queue: String,
+
+    /// A job whose process has not reported for this long (it died) is run by another.
+    #[arg(long = "job_visibility_timeout_seconds", default_value_t = 60)]
+    pub job_visibility_timeout_seconds: u64,
+
+    /// How long a finished job's result (or error) is kept.
+    #[arg(long = "job_result_ttl_seconds", default_value_t = 86_400)]
+    pub job_result_ttl_seconds: u64,
+
+    /// Jobs pending or running at once in the queue; beyond, submission is refused with
+    /// 429 / RESOURCE_EXHAUSTED.
+    #[arg(long = "max_pending_jobs", default_value_t = 10_000)]
+    pub max_pending_jobs: usize,
+
+    /// Jobs this process runs at once (0: it only submits); they share the inference
+    /// threads with interactive requests, behind them.
+    #[arg(long = "job_concurrency", default_value_t = 16)]
+    pub job_concurrency: usize,
+
     /// Largest batch (dimension 0) one request may carry.
     #[arg(long = "max_request_batch_size", default_value_t = 256)]
     pub max_request_batch_size: usize,

@@ -8,13 +8,13 @@
 //! dependency can fail: the answer then says what is unavailable, and the next message works
 //! again once it is back.
 
-mod connect;
+pub use crate::connect;
 pub mod eval;
 pub mod expiring;
 pub mod graph;
 pub mod model_client;
 pub mod pipeline;
-pub mod redis_conn;
+pub use crate::redis_conn;
 pub mod relate;
 pub mod replay;
 pub mod reply;

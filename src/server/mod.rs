@@ -18,8 +18,10 @@ use crate::admission::{GateLayer, Limits};
 use crate::config::ssl::SslSettings;
 use crate::config::BatchingOptions;
 use crate::config::{ModelsConfig, ServerArgs};
+use crate::jobs::{JobOptions, Jobs};
 use crate::manager::{Manager, ManagerOptions};
 use crate::metrics::Metrics;
+use crate::proto::candle_serving::jobs::v1::job_service_server::JobServiceServer;
 use crate::proto::candle_serving::rollout::v1::rollout_service_server::RolloutServiceServer;
 use crate::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::proto::tensorflow::serving::MonitoringConfig;
@@ -30,6 +32,7 @@ use crate::serving::{Core, CoreOptions};
 use crate::source::{FileSystemSource, RemoteMirror, ScanCallback};
 use crate::transport::grpc::GrpcServices;
 use crate::transport::grpc_scan::WireScanLayer;
+use crate::transport::jobs::{JobGrpc, PredictExecutor};
 use crate::transport::rest::{self, RestOptions, DEFAULT_METRICS_PATH};
 use crate::transport::rollout::RolloutGrpc;
 use crate::transport::v2::grpc::{is_probe, OipService};
@@ -62,6 +65,8 @@ pub struct ServerOptions {
     pub reload_wait: Duration,
     /// `--ssl_config_file`: TLS on both ports.
     pub tls: Option<SslSettings>,
+    /// `--job_queue` and the other job flags.
+    pub jobs: JobOptions,
 }
 
 impl ServerOptions {
@@ -80,6 +85,7 @@ impl ServerOptions {
             rest: RestOptions::default(),
             reload_wait: Duration::from_secs(60),
             tls: None,
+            jobs: JobOptions::default(),
         }
     }
 
@@ -172,6 +178,13 @@ impl ServerOptions {
             },
             reload_wait: Duration::from_secs(args.reload_config_timeout_seconds),
             tls,
+            jobs: JobOptions {
+                queue: args.job_queue.clone(),
+                visibility_timeout: Duration::from_secs(args.job_visibility_timeout_seconds),
+                result_ttl: Duration::from_secs(args.job_result_ttl_seconds),
+                max_pending: args.max_pending_jobs,
+                concurrency: args.job_concurrency,
+            },
         })
     }
 
@@ -268,9 +281,24 @@ impl Server {
                 .get_or_insert_with(|| file.with_extension("rollouts.json"));
             core_options.config_file.get_or_insert_with(|| file.clone());
         }
+        let jobs =
+            Jobs::new(options.jobs.clone(), metrics.registry()).map_err(anyhow::Error::msg)?;
         let core = Core::new(manager.clone(), core_options, metrics);
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
+        let ready = {
+            let core = core.clone();
+            Box::new(move || core.readiness().iter().all(|m| m.problem.is_none()))
+        };
+        let workers = jobs.start_workers(
+            PredictExecutor::new(core.clone()),
+            ready,
+            shutdown.subscribe(),
+        );
+        tasks.push(tokio::spawn(async move {
+            workers.await.context("the job workers panicked")
+        }));
+        tracing::info!(queue = %jobs.describe(), "asynchronous jobs");
         let in_flight = InFlight::default();
 
         let listener = TcpListener::bind((options.host, options.grpc_port))
@@ -318,7 +346,12 @@ impl Server {
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
-            .add_service(RolloutServiceServer::new(RolloutGrpc::new(core.clone())));
+            .add_service(RolloutServiceServer::new(RolloutGrpc::new(core.clone())))
+            .add_service(
+                JobServiceServer::new(JobGrpc::new(core.clone(), jobs.clone()))
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            );
         let stop = stopped(shutdown.subscribe());
         tasks.push(tokio::spawn(async move {
             // Without TCP_NODELAY a response written in several frames waits for the
@@ -341,7 +374,7 @@ impl Server {
                             format!("cannot listen for REST on {}:{port}", options.host)
                         })?;
                 let addr = listener.local_addr()?;
-                let app = rest::router(core.clone(), options.rest.clone())
+                let app = rest::router(core.clone(), jobs.clone(), options.rest.clone())
                     .layer(GateLayer::new(
                         core.gate(),
                         rest::exempt_from_gate,

@@ -284,18 +284,7 @@ impl Core {
         output_filter: &[String],
         api: Api,
     ) -> Result<Prediction, ServingError> {
-        let (name, signature) = Self::signature(&loaded, signature_name)?;
-        if let Some(unknown) = output_filter.iter().find(|f| signature.output(f).is_none()) {
-            return Err(ServingError::invalid_argument(format!(
-                "{}: output_filter names `{unknown}`, which signature `{name}` does not produce; its outputs: {}",
-                loaded.describe(),
-                signature.output_names().join(", ")
-            )));
-        }
-        signature
-            .check_inputs(&inputs, self.options.limits.max_batch)
-            .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", loaded.describe())))?;
-        let name = name.to_string();
+        let name = self.check_predict(&loaded, signature_name, &inputs, output_filter)?;
         let mut outputs = self.run(&loaded, name.clone(), inputs, api).await?;
         if !output_filter.is_empty() {
             outputs.retain(|k, _| output_filter.contains(k));
@@ -306,6 +295,31 @@ impl Core {
             signature_name: name,
             outputs,
         })
+    }
+
+    /// Everything a Predict checks before it runs: the signature, the output filter and the
+    /// inputs against the signature and the limits. Returns the signature's name.
+    /// Asynchronous jobs are checked with it at submission, so a request Predict would
+    /// refuse is refused the same way instead of being queued.
+    pub fn check_predict(
+        &self,
+        loaded: &ServableHandle,
+        signature_name: &str,
+        inputs: &Inputs,
+        output_filter: &[String],
+    ) -> Result<String, ServingError> {
+        let (name, signature) = Self::signature(loaded, signature_name)?;
+        if let Some(unknown) = output_filter.iter().find(|f| signature.output(f).is_none()) {
+            return Err(ServingError::invalid_argument(format!(
+                "{}: output_filter names `{unknown}`, which signature `{name}` does not produce; its outputs: {}",
+                loaded.describe(),
+                signature.output_names().join(", ")
+            )));
+        }
+        signature
+            .check_inputs(inputs, self.options.limits.max_batch)
+            .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", loaded.describe())))?;
+        Ok(name.to_string())
     }
 
     async fn run(

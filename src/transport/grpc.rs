@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{model_status, signature_def_map};
 use crate::config::ModelsConfig;
 use crate::error::{Code, ServingError};
-use crate::manager::VersionChoice;
+use crate::manager::{ServableHandle, VersionChoice};
 use crate::metrics::{Api, Entrypoint, RequestOutcome};
 use crate::proto::tensorflow::serving::{
     input, model_service_server::ModelService, model_spec,
@@ -97,7 +97,7 @@ pub fn client_key(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn spec_to_proto(model: &str, version: i64, signature_name: &str) -> ProtoSpec {
+pub(crate) fn spec_to_proto(model: &str, version: i64, signature_name: &str) -> ProtoSpec {
     ProtoSpec {
         name: model.to_string(),
         signature_name: signature_name.to_string(),
@@ -105,7 +105,7 @@ fn spec_to_proto(model: &str, version: i64, signature_name: &str) -> ProtoSpec {
     }
 }
 
-fn model_name(spec: Option<&ProtoSpec>) -> String {
+pub(crate) fn model_name(spec: Option<&ProtoSpec>) -> String {
     spec.map(|s| s.name.clone()).unwrap_or_default()
 }
 
@@ -154,6 +154,59 @@ pub(crate) fn finish<T>(
     result.map(|(r, _)| Response::new(r)).map_err(to_status)
 }
 
+/// Predict's checks before any inference: the spec (and the rollout side it routes to) and
+/// every input decoded within the request's budget. Asynchronous jobs run it at submission.
+pub(crate) fn prepare_predict(
+    core: &Core,
+    request: &PredictRequest,
+    client_key: Option<String>,
+) -> Result<(ServableHandle, ModelSpec, Inputs), ServingError> {
+    let mut spec = spec_from_proto(request.model_spec.as_ref())?;
+    spec.client_key = client_key;
+    let loaded = core.route(&spec)?;
+    let mut inputs = Inputs::new();
+    let mut budget = core.budget();
+    // In name order, so that which input a limit stops at does not depend on hashing.
+    let mut named: Vec<_> = request.inputs.iter().collect();
+    named.sort_unstable_by_key(|(name, _)| *name);
+    for (name, proto) in named {
+        let tensor = tensor_from_proto(proto, &mut budget).map_err(|e| {
+            let prefix = format!("{}: input `{name}`", loaded.describe());
+            match e {
+                DecodeError::Limit(limit) => ServingError::over_limit(&limit, prefix),
+                other => ServingError::invalid_argument(format!("{prefix}: {other}")),
+            }
+        })?;
+        inputs.insert(name.clone(), tensor);
+    }
+    Ok((loaded, spec, inputs))
+}
+
+/// Predict, for the PredictionService and for jobs submitted over gRPC.
+pub(crate) async fn predict(
+    core: &Core,
+    request: PredictRequest,
+    client_key: Option<String>,
+) -> Served<PredictResponse> {
+    let (loaded, spec, inputs) = prepare_predict(core, &request, client_key)?;
+    let prediction = core
+        .predict_on(loaded, &spec.signature_name, inputs, &request.output_filter)
+        .await?;
+    let response = PredictResponse {
+        model_spec: Some(spec_to_proto(
+            &prediction.model,
+            prediction.version,
+            &prediction.signature_name,
+        )),
+        outputs: prediction
+            .outputs
+            .iter()
+            .map(|(k, t)| (k.clone(), tensor_to_proto(t)))
+            .collect(),
+    };
+    Ok((response, Some(prediction.version)))
+}
+
 impl GrpcServices {
     pub fn new(core: Core, config_dir: PathBuf, reload_wait: Duration) -> Self {
         GrpcServices {
@@ -178,41 +231,7 @@ impl GrpcServices {
         request: PredictRequest,
         client_key: Option<String>,
     ) -> Served<PredictResponse> {
-        let mut spec = spec_from_proto(request.model_spec.as_ref())?;
-        spec.client_key = client_key;
-        let loaded = self.core.route(&spec)?;
-        let mut inputs = Inputs::new();
-        let mut budget = self.core.budget();
-        // In name order, so that which input a limit stops at does not depend on hashing.
-        let mut named: Vec<_> = request.inputs.iter().collect();
-        named.sort_unstable_by_key(|(name, _)| *name);
-        for (name, proto) in named {
-            let tensor = tensor_from_proto(proto, &mut budget).map_err(|e| {
-                let prefix = format!("{}: input `{name}`", loaded.describe());
-                match e {
-                    DecodeError::Limit(limit) => ServingError::over_limit(&limit, prefix),
-                    other => ServingError::invalid_argument(format!("{prefix}: {other}")),
-                }
-            })?;
-            inputs.insert(name.clone(), tensor);
-        }
-        let prediction = self
-            .core
-            .predict_on(loaded, &spec.signature_name, inputs, &request.output_filter)
-            .await?;
-        let response = PredictResponse {
-            model_spec: Some(spec_to_proto(
-                &prediction.model,
-                prediction.version,
-                &prediction.signature_name,
-            )),
-            outputs: prediction
-                .outputs
-                .iter()
-                .map(|(k, t)| (k.clone(), tensor_to_proto(t)))
-                .collect(),
-        };
-        Ok((response, Some(prediction.version)))
+        predict(&self.core, request, client_key).await
     }
 
     async fn classify(
@@ -386,7 +405,7 @@ fn example_features(example: &ProtoExample, what: &str) -> Result<Example, Servi
 }
 
 /// The gRPC deadline the client set (`grpc-timeout` header), if any.
-fn client_deadline<T>(request: &Request<T>) -> Option<Duration> {
+pub(crate) fn client_deadline<T>(request: &Request<T>) -> Option<Duration> {
     parse_grpc_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)
 }
 

@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod grpc_scan;
+pub mod jobs;
 pub mod json;
 pub mod rest;
 pub mod rollout;

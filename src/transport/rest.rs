@@ -22,10 +22,12 @@ use super::json::{self, proto_json};
 use super::{model_status, signature_def_map, v2};
 use crate::admission::{self, Limits};
 use crate::error::{Code, ServingError};
-use crate::manager::VersionChoice;
+use crate::jobs::{Cancelled, JobKind, Jobs, NewJob};
+use crate::manager::{ServableHandle, VersionChoice};
 use crate::metrics::{Api, Entrypoint, RequestOutcome};
 use crate::proto::tensorflow::serving::{model_spec, ModelSpec as ProtoSpec};
 use crate::rollout::RolloutRequest;
+use crate::servable::Inputs;
 use crate::serving::{Core, Example, ModelSpec};
 
 /// Settings of the REST listener.
@@ -103,18 +105,21 @@ pub fn overloaded(message: String) -> Response {
 pub(crate) struct AppState {
     pub(crate) core: Core,
     pub(crate) options: Arc<RestOptions>,
+    pub(crate) jobs: Arc<Jobs>,
 }
 
 /// The REST routes. `extra` layers (the in-flight counter) are applied by the caller.
-pub fn router(core: Core, options: RestOptions) -> Router {
+pub fn router(core: Core, jobs: Arc<Jobs>, options: RestOptions) -> Router {
     let max_body = options.max_body_bytes;
     let metrics_path = options.metrics_path.clone();
     let state = AppState {
         core,
         options: Arc::new(options),
+        jobs,
     };
     let mut router = Router::new()
         .route("/v1/models/{*rest}", any(models))
+        .route("/v1/jobs/{id}", any(job_route))
         .route("/v2", get(v2::rest::server_metadata))
         .route("/v2/health/live", get(v2::rest::live))
         .route("/v2/health/ready", get(v2::rest::ready))
@@ -197,6 +202,8 @@ enum Action {
     Status,
     Metadata,
     Predict,
+    /// `:predictAsync`: a job.
+    PredictAsync,
     Classify,
     Regress,
 }
@@ -206,7 +213,7 @@ impl Action {
         match self {
             Action::Status => Api::GetModelStatus,
             Action::Metadata => Api::GetModelMetadata,
-            Action::Predict => Api::Predict,
+            Action::Predict | Action::PredictAsync => Api::Predict,
             Action::Classify => Api::Classify,
             Action::Regress => Api::Regress,
         }
@@ -238,11 +245,12 @@ fn parse_route(rest: &str) -> Result<(String, VersionChoice, Action), String> {
         }
         action = match verb {
             "predict" => Action::Predict,
+            "predictAsync" => Action::PredictAsync,
             "classify" => Action::Classify,
             "regress" => Action::Regress,
             other => {
                 return Err(format!(
-                    "unknown verb `:{other}`; use :predict, :classify or :regress"
+                    "unknown verb `:{other}`; use :predict, :predictAsync, :classify or :regress"
                 ))
             }
         };
@@ -357,6 +365,9 @@ async fn models(
         signature_name: String::new(),
         client_key: client_key(&headers),
     };
+    if action == Action::PredictAsync {
+        return submit_job(&state, spec, body).await;
+    }
     let work = handle(&state.core, action, spec, &body);
     let outcome = timed(&state, &model, action.api(), started, work).await;
     match outcome {
@@ -455,23 +466,8 @@ async fn handle(
             });
             Ok((body, Some(loaded.version())))
         }
-        Action::Predict => {
-            let body = parse_body(body, core.limits())?;
-            spec.signature_name = signature_name(&body)?;
-            let loaded = core.route(&spec)?;
-            let (_, signature) = Core::signature(&loaded, &spec.signature_name)?;
-            let (layout, inputs) = json::parse_predict(&body, signature).map_err(|m| {
-                ServingError::invalid_argument(format!("{}: {m}", loaded.describe()))
-            })?;
-            let mut budget = core.budget();
-            for (name, tensor) in &inputs {
-                budget.admit_tensor(tensor).map_err(|e| {
-                    ServingError::over_limit(&e, format_args!("{}: input `{name}`", loaded.describe()))
-                })?;
-            }
-            let prediction = core.predict_on(loaded, &spec.signature_name, inputs, &[]).await?;
-            Ok((json::predict_response(layout, &prediction.outputs), Some(prediction.version)))
-        }
+        // `models` submits `:predictAsync` as a job before it gets here.
+        Action::Predict | Action::PredictAsync => predict(core, spec, body).await,
         Action::Classify => {
             let body = parse_body(body, core.limits())?;
             spec.signature_name = signature_name(&body)?;
@@ -487,6 +483,111 @@ async fn handle(
         Action::Regress => Err(ServingError::unimplemented(
             "Regress is not implemented: no model kind served here (embedding, classifier, tagger) regresses; use :predict",
         )),
+    }
+}
+
+/// `:predict`'s checks before any inference: the body, the spec (and the rollout side it
+/// routes to), the signature and every input within the request's budget. Asynchronous jobs
+/// run it at submission.
+pub(crate) fn prepare_predict(
+    core: &Core,
+    spec: &mut ModelSpec,
+    body: &[u8],
+) -> Result<(ServableHandle, json::Layout, Inputs), ServingError> {
+    let body = parse_body(body, core.limits())?;
+    spec.signature_name = signature_name(&body)?;
+    let loaded = core.route(spec)?;
+    let (_, signature) = Core::signature(&loaded, &spec.signature_name)?;
+    let (layout, inputs) = json::parse_predict(&body, signature)
+        .map_err(|m| ServingError::invalid_argument(format!("{}: {m}", loaded.describe())))?;
+    let mut budget = core.budget();
+    for (name, tensor) in &inputs {
+        budget.admit_tensor(tensor).map_err(|e| {
+            ServingError::over_limit(&e, format_args!("{}: input `{name}`", loaded.describe()))
+        })?;
+    }
+    Ok((loaded, layout, inputs))
+}
+
+/// `:predict`, for the REST API and for jobs submitted over REST: the JSON answer and the
+/// version that served.
+pub(crate) async fn predict(
+    core: &Core,
+    mut spec: ModelSpec,
+    body: &[u8],
+) -> Result<(Value, Option<i64>), ServingError> {
+    let (loaded, layout, inputs) = prepare_predict(core, &mut spec, body)?;
+    let prediction = core
+        .predict_on(loaded, &spec.signature_name, inputs, &[])
+        .await?;
+    Ok((
+        json::predict_response(layout, &prediction.outputs),
+        Some(prediction.version),
+    ))
+}
+
+/// `:predictAsync`: checked as `:predict` would be, then queued; 202 with the job.
+async fn submit_job(state: &AppState, mut spec: ModelSpec, body: Bytes) -> Response {
+    let checked = prepare_predict(&state.core, &mut spec, &body).and_then(|(loaded, _, inputs)| {
+        state
+            .core
+            .check_predict(&loaded, &spec.signature_name, &inputs, &[])
+    });
+    if let Err(e) = checked {
+        return e.into_response();
+    }
+    let job = NewJob {
+        kind: JobKind::Rest,
+        model: spec.name,
+        version: spec.version,
+        client_key: spec.client_key,
+        request: body.to_vec(),
+    };
+    match state.jobs.submit(job).await {
+        Ok(job) => {
+            let location = format!("/v1/jobs/{}", job.id);
+            (
+                StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, location)],
+                Json(json!({"job_id": job.id, "state": job.state.as_str()})),
+            )
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET` and `DELETE /v1/jobs/{id}`.
+async fn job_route(
+    State(state): State<AppState>,
+    method: Method,
+    Path(id): Path<String>,
+) -> Response {
+    let result = match method {
+        Method::GET => state.jobs.get(&id).await,
+        Method::DELETE => match state.jobs.cancel(&id).await {
+            Ok(Cancelled::Now(job) | Cancelled::Already(job)) => Ok(job),
+            Ok(Cancelled::TooLate(job)) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "job `{id}` is {} and can no longer be cancelled",
+                        job.state.as_str()
+                    ),
+                )
+            }
+            Err(e) => Err(e),
+        },
+        other => {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{other} is not allowed on /v1/jobs/{id}; use GET or DELETE"),
+            )
+        }
+    };
+    match result {
+        Ok(job) => Json(super::jobs::job_json(&job)).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

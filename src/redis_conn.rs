@@ -1,11 +1,11 @@
-//! The doctor's connection to Redis, shared by the session store and the WeChat replay
-//! memory: one multiplexed connection manager, made on first use (so the facade starts
-//! while Redis is down), every command under a deadline. It owns no keys; the callers
-//! choose their own key spaces.
+//! A connection to Redis, shared by the doctor's session store and WeChat replay memory and
+//! by the server's job queue: one multiplexed connection manager, made on first use (so a
+//! process starts while Redis is down), every command under a deadline. It owns no keys;
+//! the callers choose their own key spaces.
 
 use std::time::Duration;
 
-use super::connect::Reconnecting;
+use crate::connect::Reconnecting;
 
 pub struct RedisConnection {
     /// The URL without its password, for logs, errors and `/healthz`.
@@ -57,6 +57,25 @@ impl RedisConnection {
     {
         let mut c = self.get().await?;
         tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut c))
+            .await
+            .map_err(|_| format!("{what} timed out"))?
+            .map_err(|e| format!("{what} failed: {e}"))
+    }
+}
+
+impl RedisConnection {
+    /// Runs a Lua script (EVALSHA, loading it first if Redis does not have it) within the
+    /// deadline; `what` names it in errors.
+    pub async fn invoke<T>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+        what: &str,
+    ) -> Result<T, String>
+    where
+        T: redis::FromRedisValue + Send,
+    {
+        let mut c = self.get().await?;
+        tokio::time::timeout(self.timeout, script.invoke_async::<T>(&mut c))
             .await
             .map_err(|_| format!("{what} timed out"))?
             .map_err(|e| format!("{what} failed: {e}"))

@@ -1,0 +1,195 @@
+//! The in-process job queue (`--job_queue=memory`, the default): nothing to install, jobs
+//! live as long as the process. Same rules as the Redis queue: a bound on jobs pending or
+//! running, cancel only before the start, one stored outcome, results that expire.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::{Cancelled, Claimed, Job, JobState, NewJob, Outcome, QueueError};
+
+struct Stored {
+    job: Job,
+    request: NewJob,
+    /// When a finished job's record goes (ms since the epoch).
+    expires_at_ms: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, Stored>,
+    pending: VecDeque<String>,
+    running: usize,
+}
+
+pub struct MemoryQueue {
+    state: Mutex<State>,
+    arrived: Notify,
+    max_pending: usize,
+    ttl: Duration,
+}
+
+impl MemoryQueue {
+    pub fn new(max_pending: usize, ttl: Duration) -> Self {
+        MemoryQueue {
+            state: Mutex::default(),
+            arrived: Notify::new(),
+            max_pending,
+            ttl,
+        }
+    }
+
+    pub fn submit(&self, id: &str, request: &NewJob, now: u64) -> Result<(), QueueError> {
+        let mut state = self.state.lock();
+        if state.pending.len() + state.running >= self.max_pending {
+            return Err(QueueError::Full {
+                max: self.max_pending,
+            });
+        }
+        let job = Job {
+            id: id.to_string(),
+            state: JobState::Pending,
+            kind: request.kind,
+            model: request.model.clone(),
+            requested: request.version.clone(),
+            served_version: None,
+            created_at_ms: now,
+            started_at_ms: None,
+            finished_at_ms: None,
+            result: None,
+            error: None,
+        };
+        state.jobs.insert(
+            id.to_string(),
+            Stored {
+                job,
+                request: request.clone(),
+                expires_at_ms: None,
+            },
+        );
+        state.pending.push_back(id.to_string());
+        drop(state);
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str, now: u64) -> Option<Job> {
+        let state = self.state.lock();
+        let stored = state.jobs.get(id)?;
+        if stored.expires_at_ms.is_some_and(|at| at <= now) {
+            return None;
+        }
+        Some(stored.job.clone())
+    }
+
+    pub fn cancel(&self, id: &str, now: u64) -> Option<Cancelled> {
+        let mut state = self.state.lock();
+        let ttl = self.ttl.as_millis() as u64;
+        let stored = state.jobs.get_mut(id)?;
+        if stored.expires_at_ms.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let cancelled = match stored.job.state {
+            JobState::Pending => {
+                stored.job.state = JobState::Cancelled;
+                stored.job.finished_at_ms = Some(now);
+                stored.expires_at_ms = Some(now + ttl);
+                Cancelled::Now(stored.job.clone())
+            }
+            JobState::Cancelled => Cancelled::Already(stored.job.clone()),
+            _ => Cancelled::TooLate(stored.job.clone()),
+        };
+        if matches!(cancelled, Cancelled::Now(_)) {
+            state.pending.retain(|p| p != id);
+        }
+        Some(cancelled)
+    }
+
+    /// Up to `max` pending jobs, now running; waits up to `wait` for one to arrive.
+    pub async fn take(&self, max: usize, wait: Duration) -> Vec<Claimed> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let arrived = self.arrived.notified();
+            let taken = self.take_now(max, super::now_ms());
+            if !taken.is_empty() {
+                return taken;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
+    fn take_now(&self, max: usize, now: u64) -> Vec<Claimed> {
+        let mut state = self.state.lock();
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let Some(id) = state.pending.pop_front() else {
+                break;
+            };
+            let Some(stored) = state.jobs.get_mut(&id) else {
+                continue;
+            };
+            stored.job.state = JobState::Running;
+            stored.job.started_at_ms = Some(now);
+            taken.push(Claimed {
+                id: id.clone(),
+                entry: id,
+                job: stored.request.clone(),
+                created_at_ms: stored.job.created_at_ms,
+            });
+        }
+        state.running += taken.len();
+        // Another worker may be waiting too; leave it the rest.
+        if !state.pending.is_empty() {
+            self.arrived.notify_one();
+        }
+        taken
+    }
+
+    pub fn finish(&self, id: &str, outcome: &Outcome, now: u64) -> bool {
+        let mut state = self.state.lock();
+        let ttl = self.ttl.as_millis() as u64;
+        let Some(stored) = state.jobs.get_mut(id) else {
+            return false;
+        };
+        if stored.job.state.is_final() {
+            return false;
+        }
+        let was_running = stored.job.state == JobState::Running;
+        stored.job.finished_at_ms = Some(now);
+        stored.expires_at_ms = Some(now + ttl);
+        match outcome {
+            Outcome::Succeeded { version, result } => {
+                stored.job.state = JobState::Succeeded;
+                stored.job.served_version = Some(*version);
+                stored.job.result = Some(result.clone());
+            }
+            Outcome::Failed { error } => {
+                stored.job.state = JobState::Failed;
+                stored.job.error = Some((error.code, error.message.clone()));
+            }
+        }
+        // The request is not needed any more.
+        stored.request.request = Vec::new();
+        if was_running {
+            state.running -= 1;
+        }
+        true
+    }
+
+    pub fn length(&self) -> u64 {
+        let state = self.state.lock();
+        (state.pending.len() + state.running) as u64
+    }
+
+    /// Forgets finished jobs whose results have expired.
+    pub fn sweep(&self, now: u64) {
+        self.state
+            .lock()
+            .jobs
+            .retain(|_, s| s.expires_at_ms.is_none_or(|at| at > now));
+    }
+}
