@@ -1,6 +1,7 @@
 //! Clients we did not write: the Python scripts in clients/python use the official
 //! `tensorflow-serving-api` package against a live server, unchanged from how they would
-//! call TensorFlow Serving. The venv comes from scripts/setup_python_clients.sh (run by the
+//! call TensorFlow Serving, and `async_jobs.py` (plain `requests`) runs seed 003's
+//! submit-then-poll flow on the job API. The venv comes from scripts/setup_python_clients.sh (run by the
 //! README's test command).
 
 mod common;
@@ -126,5 +127,35 @@ async fn python_clients_get_the_reference_embeddings_and_status_over_grpc_and_re
     assert!(out.contains(r#"{"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}"#), "{out}");
     assert_eq!(out.matches("OK ").count(), 4, "{out}");
     assert!(out.contains("reference check passed"), "{out}");
+
+    // Seed 003's submit-then-poll flow, with `requests` only.
+    let rest = format!("http://{}", s.server.rest_addr.unwrap());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        run(
+            "async_jobs.py",
+            &[
+                "--server",
+                &rest,
+                "--model",
+                "minilm",
+                "--batch",
+                "2",
+                "--check",
+                "How do I reset my password?",
+                "The weather is nice today",
+                "我头疼",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    println!("{out}");
+    assert!(ok, "async_jobs.py failed:\n{out}");
+    assert!(out.contains("submitted 2 jobs"), "{out}");
+    assert_eq!(out.matches("equal to :predict").count(), 2, "{out}");
+    assert!(
+        out.contains("SUCCEEDED on minilm version 1: 2 predictions"),
+        "{out}"
+    );
     s.stop().await;
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use candle_serving::proto::tensorflow::serving::model_spec::VersionChoice;
 use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use common::process::{spawn_server_with_env, Spawned};
+use common::process::{run_cli, spawn_server_with_env, Spawned};
 use common::services::{free_port, S3};
 use common::*;
 use serde_json::{json, Value};
@@ -148,18 +148,9 @@ async fn three_replicas_on_s3_behind_nginx_take_a_new_version_under_load_without
     let push = |version: i64, seed: u64| {
         let folder = dir.path().join(format!("build-{version}"));
         write_tiny_bert(&folder, Kind::Embedding, seed);
-        let out = Command::new(env!("CARGO_BIN_EXE_candle_serving_cli"))
-            .envs(s3.env())
-            .arg("push")
-            .arg(&folder)
-            .arg(url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let folder = folder.display().to_string();
+        let (ok, out) = run_cli(&["push", folder.as_str(), url], &s3.env());
+        assert!(ok, "{out}");
     };
     push(1, 1);
     let base_arg = format!("--model_base_path={url}");
