@@ -618,3 +618,49 @@ async fn each_job_names_the_version_that_ran_it_across_a_swap() {
     }
     assert!(seen.contains(&2), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_the_jobs_running_and_leaves_the_rest_pending() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = repository(dir.path());
+    let queue = format!("--job_queue={}", redis.url());
+    let flags = [
+        queue.as_str(),
+        "--inference_threads=1",
+        "--job_concurrency=4",
+    ];
+    let mut a = start(dir.path(), &base, &flags);
+    let url = rest(&a);
+    let big = |i: usize| {
+        let texts: Vec<String> = (0..32)
+            .map(|j| format!("the quick brown fox jumps over the lazy dog {i} {j}"))
+            .collect();
+        json!({ "instances": texts })
+    };
+    let ids = submit_many(std::slice::from_ref(&url), 100, big).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&a, SUCCEEDED).await < 2.0 {
+        assert!(Instant::now() < deadline, "no job finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.signal("TERM");
+    assert_eq!(a.wait_exit(), Some(0));
+    // Nothing was left half-done: every job either ended or was never started.
+    let b = start(dir.path(), &base, &[&queue, "--job_concurrency=0"]);
+    let url = rest(&b);
+    let mut states = std::collections::BTreeMap::new();
+    for id in &ids {
+        let (code, job) = get(&format!("{url}/v1/jobs/{id}")).await;
+        assert_eq!(code, 200, "{job}");
+        *states
+            .entry(job["state"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(!states.contains_key("RUNNING"), "{states:?}");
+    assert!(
+        states.get("SUCCEEDED").is_some_and(|&n| n >= 2),
+        "{states:?}"
+    );
+    assert!(states.contains_key("PENDING"), "{states:?}");
+}

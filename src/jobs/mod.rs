@@ -380,6 +380,8 @@ pub struct Jobs {
     metrics: JobMetrics,
     /// Woken whenever a job of this process ends, for `wait`.
     ended: Notify,
+    /// Jobs this process is running (until their outcome is stored).
+    running: std::sync::atomic::AtomicUsize,
 }
 
 /// How often the workers touch their jobs, take over dead processes' jobs and update the
@@ -424,7 +426,13 @@ impl Jobs {
             metrics: JobMetrics::new(registry),
             options,
             ended: Notify::new(),
+            running: Default::default(),
         }))
+    }
+
+    /// Jobs this process is running; a graceful shutdown waits for them.
+    pub fn running(&self) -> usize {
+        self.running.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// `memory`, or the Redis URL without its password.
@@ -641,6 +649,8 @@ impl Jobs {
             .with_label_values(&[&model])
             .observe(waited as f64 / 1000.0);
         self.metrics.running.inc();
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         let outcome = loop {
@@ -691,6 +701,8 @@ impl Jobs {
                 }
             }
         }
+        self.running
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         self.ended.notify_waiters();
     }
 }

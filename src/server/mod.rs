@@ -240,6 +240,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     in_flight: InFlight,
+    jobs: Arc<Jobs>,
     _source: FileSystemSource,
     _mirror: RemoteMirror,
 }
@@ -414,30 +415,34 @@ impl Server {
             shutdown,
             tasks,
             in_flight,
+            jobs,
             _source: source,
             _mirror: mirror,
         })
     }
 
-    /// Stops accepting, lets the requests in flight finish (for at most 30 seconds), then
-    /// stops the listeners. Idle client connections do not hold it up.
+    /// Stops accepting, lets the requests in flight and the jobs running finish (for at most
+    /// 30 seconds), then stops the listeners. Idle client connections do not hold it up.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         loop {
-            if self.tasks.iter().all(|t| t.is_finished()) {
+            if self.tasks.iter().all(|t| t.is_finished()) && self.jobs.running() == 0 {
                 break;
             }
-            if self.in_flight.count() == 0 {
+            // Requests in flight and jobs running (the workers take no new ones).
+            let busy = || self.in_flight.count() + self.jobs.running();
+            if busy() == 0 {
                 // Let the last responses reach their sockets.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if self.in_flight.count() == 0 {
+                if busy() == 0 {
                     break;
                 }
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(
                     in_flight = self.in_flight.count(),
+                    jobs_running = self.jobs.running(),
                     "shutdown grace period over; stopping anyway"
                 );
                 break;
