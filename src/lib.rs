@@ -35,6 +35,7 @@ pub mod tensor;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod transport;
+pub mod util;
 
 /// Makes ring the process's TLS crypto provider, for the libraries that take the process
 /// default (tonic's TLS, object storage's HTTP client). rustls picks one by itself only when

@@ -778,9 +778,8 @@ async fn set_label(server: &str, args: SetLabelArgs) -> anyhow::Result<()> {
     }
     reload(server, proto.clone()).await?;
     let text = text_format::format("tensorflow.serving.ModelServerConfig", &proto);
-    let tmp = config.with_extension("config.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &config)?;
+    candle_serving::util::write_atomically(&config, text.as_bytes())
+        .with_context(|| format!("cannot write {}", config.display()))?;
     if version.is_empty() {
         println!(
             "{model}: label `{label}` removed; {} updated",

@@ -53,6 +53,18 @@ pub struct AutoPolicy {
     pub max_p99_ratio: f64,
 }
 
+impl Default for AutoPolicy {
+    fn default() -> Self {
+        AutoPolicy {
+            step_percent: defaults::step_percent(),
+            interval_seconds: defaults::interval_seconds(),
+            min_requests: defaults::min_requests(),
+            max_error_rate: defaults::max_error_rate(),
+            max_p99_ratio: defaults::max_p99_ratio(),
+        }
+    }
+}
+
 mod defaults {
     pub fn step_percent() -> u32 {
         10
@@ -302,10 +314,7 @@ fn now() -> f64 {
 /// Where a client key lands, in hundredths of a percent: a fixed point per (model, key), so a
 /// key is on the canary exactly while the canary share is above its point.
 pub fn key_point(model: &str, key: &str) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in model.bytes().chain([0]).chain(key.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut h = crate::util::fnv1a64(model.bytes().chain([0]).chain(key.bytes()));
     // splitmix64's finaliser spreads FNV's low bits.
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -717,7 +726,7 @@ impl Rollouts {
         };
         let json =
             serde_json::to_vec_pretty(&*self.state.lock()).expect("rollouts serialise to JSON");
-        if let Err(e) = write_atomically(file, &json) {
+        if let Err(e) = crate::util::write_atomically(file, &json) {
             tracing::error!(file = %file.display(), error = %e, "cannot write the rollout state file; a restart would forget the last change");
         }
     }
@@ -879,7 +888,7 @@ fn relabel_config_file(
         return Err(format!("the file has no model `{model}`"));
     };
     entry.version_labels.insert(label.to_string(), version);
-    write_atomically(
+    crate::util::write_atomically(
         file,
         crate::config::text_format::format(TYPE, &config).as_bytes(),
     )
@@ -887,19 +896,6 @@ fn relabel_config_file(
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 //!
 //! Like the rest of the Source, the mirror reports and decides nothing about serving.
 
+use crate::util::fnv1a64;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,14 +68,7 @@ pub fn cache_folder(cache: &Path, model: &str, url: &url::Url) -> PathBuf {
             }
         })
         .collect();
-    cache.join(format!("{safe}-{:016x}", stable_hash(url.as_str())))
-}
-
-/// FNV-1a: the same on every run and machine (the std hasher is not meant to be).
-fn stable_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    cache.join(format!("{safe}-{:016x}", fnv1a64(url.as_str().bytes())))
 }
 
 /// Opens the store a URL names, with credentials and endpoint from the standard
@@ -165,7 +159,7 @@ impl Listed {
                 )
             })
             .collect();
-        format!("{:016x}-{}", stable_hash(&text), self.entries.len())
+        format!("{:016x}-{}", fnv1a64(text.bytes()), self.entries.len())
     }
 }
 

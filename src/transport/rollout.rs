@@ -80,7 +80,7 @@ fn status_to_proto(r: Rollout) -> pb::RolloutStatus {
 
 /// A proto policy as a request: fields left at zero take the defaults.
 fn policy_from_proto(p: pb::AutoPolicy) -> AutoPolicy {
-    let d: AutoPolicy = serde_json::from_str("{}").expect("every policy field has a default");
+    let d = AutoPolicy::default();
     fn or<T: PartialEq + Default>(value: T, default: T) -> T {
         if value == T::default() {
             default
