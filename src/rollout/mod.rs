@@ -202,6 +202,35 @@ struct Route {
     canary_basis_points: u32,
     /// Only a rollout in progress gathers figures.
     progressing: bool,
+    /// The analysis windows of its two versions, shared with the controller: a request
+    /// locks only its own side's window, never a lock every model shares.
+    windows: Arc<Windows>,
+}
+
+/// The analysis windows of one rollout's stable and canary versions.
+#[derive(Debug)]
+struct Windows {
+    stable_version: i64,
+    canary_version: i64,
+    stable: Mutex<Window>,
+    canary: Mutex<Window>,
+}
+
+impl Windows {
+    fn new(stable_version: i64, canary_version: i64) -> Arc<Self> {
+        Arc::new(Windows {
+            stable_version,
+            canary_version,
+            stable: Mutex::default(),
+            canary: Mutex::default(),
+        })
+    }
+
+    /// Starts both windows afresh (a decision consumed them, or the rollout changed).
+    fn reset(&self) {
+        *self.stable.lock() = Window::default();
+        *self.canary.lock() = Window::default();
+    }
 }
 
 /// Which side of a rollout a request went to.
@@ -225,8 +254,8 @@ pub struct Rollouts {
     manager: Arc<Manager>,
     routes: ArcSwap<HashMap<String, Arc<Route>>>,
     state: Mutex<BTreeMap<String, Rollout>>,
-    /// Per model: the analysis window of each side's version.
-    windows: Mutex<HashMap<String, HashMap<i64, Window>>>,
+    /// Per model: the analysis windows of its rollout's two versions (also in its route).
+    windows: Mutex<HashMap<String, Arc<Windows>>>,
     /// Serialises changes (client calls and decisions) so each sees the last one's result.
     changes: tokio::sync::Mutex<()>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -423,13 +452,11 @@ impl Rollouts {
             .latency
             .with_label_values(&labels)
             .observe(took.as_secs_f64());
-        self.windows
-            .lock()
-            .entry(model.to_string())
-            .or_default()
-            .entry(version)
-            .or_default()
-            .add(took, server_error);
+        let window = match side {
+            Side::Stable => &route.windows.stable,
+            Side::Canary => &route.windows.canary,
+        };
+        window.lock().add(took, server_error);
     }
 
     /// The rollout of `model` (in progress or the last one that ended).
@@ -533,7 +560,7 @@ impl Rollouts {
         self.save();
         self.stop_analysis(model);
         if rollout.auto.is_some() {
-            self.windows.lock().remove(model);
+            self.reset_windows(model);
             self.spawn_analysis(model);
         }
         Ok(rollout)
@@ -666,7 +693,7 @@ impl Rollouts {
         self.publish();
         self.save();
         self.stop_analysis(model);
-        self.windows.lock().remove(model);
+        self.reset_windows(model);
         Ok(rollout)
     }
 
@@ -693,15 +720,26 @@ impl Rollouts {
     /// unpinned requests on stable (with `all` versions served, "latest" would be the canary
     /// that was just rolled back) until it is forgotten.
     fn publish(&self) {
+        let mut windows = self.windows.lock();
         let routes = self
             .state
             .lock()
             .values()
             .map(|r| {
                 let progressing = r.phase == Phase::Progressing;
+                // The same versions keep their windows; other versions start new ones.
+                let shared = windows
+                    .get(&r.model)
+                    .filter(|w| {
+                        w.stable_version == r.stable_version && w.canary_version == r.canary_version
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| Windows::new(r.stable_version, r.canary_version));
+                windows.insert(r.model.clone(), shared.clone());
                 (
                     r.model.clone(),
                     Arc::new(Route {
+                        windows: shared,
                         stable_label: r.stable_label.clone(),
                         canary_label: r.canary_label.clone(),
                         stable_version: r.stable_version,
@@ -717,6 +755,12 @@ impl Rollouts {
             })
             .collect();
         self.routes.store(Arc::new(routes));
+    }
+
+    fn reset_windows(&self, model: &str) {
+        if let Some(w) = self.windows.lock().get(model) {
+            w.reset();
+        }
     }
 
     /// Writes every rollout to the state file (temporary file, then rename).
@@ -778,18 +822,14 @@ impl Rollouts {
         let Some(policy) = current.auto.clone() else {
             return false;
         };
-        let (stable, canary) = {
-            let mut windows = self.windows.lock();
-            let sides = windows.entry(model.to_string()).or_default();
-            let canary = sides
-                .get(&current.canary_version)
-                .cloned()
-                .unwrap_or_default();
-            let stable = sides
-                .get(&current.stable_version)
-                .cloned()
-                .unwrap_or_default();
-            (stable, canary)
+        let (stable, canary) = match self.windows.lock().get(model) {
+            Some(w)
+                if w.stable_version == current.stable_version
+                    && w.canary_version == current.canary_version =>
+            {
+                (w.stable.lock().clone(), w.canary.lock().clone())
+            }
+            _ => Default::default(),
         };
         let decision = analysis::decide(&policy, current.canary_percent, &stable, &canary);
         let analysis = Analysis {
@@ -803,7 +843,7 @@ impl Rollouts {
         tracing::info!(model, decision = %analysis.decision, reason = %analysis.reason, "rollout analysis");
         if !matches!(decision, Decision::Wait(_)) {
             // A decision consumes its window; waiting keeps gathering.
-            self.windows.lock().remove(model);
+            self.reset_windows(model);
         }
         match decision {
             Decision::Wait(_) => {
