@@ -7,6 +7,9 @@
 //!   word, where `compositions.csv` says what the pair means (嗓子眼儿有点疼 = throat + pain =
 //!   咽痛; 眼睛老是很干 = 眼干), so wording no alias lists is still understood;
 //! - **temperatures**: 38度5, 39.2, 三十八度 at or above 37.3 °C are a fever;
+//! - **measurements**: a blood pressure (血压160/100, 高压150) at or above 140/90 is raised
+//!   blood pressure; a heart rate (心率48, 脉搏一百二) below 60 is a slow heart, above 100 a
+//!   racing one;
 //! - **verbs** used as symptoms (老咳, 拉了五六次, 烧起来了), from `verbs.csv`;
 //! - **sounds**: a pinyin-input typo of a surface, one character off (投疼 for 头疼).
 //!
@@ -85,6 +88,8 @@ pub enum How {
     Surface,
     Composition,
     Temperature,
+    /// A blood pressure or heart rate reading (血压160/100, 心率48).
+    Measurement,
     Verb,
     Sound,
     Similarity,
@@ -116,6 +121,10 @@ pub struct Reader {
     verbs: HashMap<String, usize>,
     longest_verb: usize,
     fever: Option<usize>,
+    high_pressure: Option<usize>,
+    slow_heart: Option<usize>,
+    fast_heart: Option<usize>,
+    constipation: Option<usize>,
     bigrams: Vec<(usize, HashSet<(char, char)>)>,
     /// Surfaces by their toneless pinyin (`tou teng` → 头疼), for typos of pinyin input.
     by_sound: HashMap<String, Vec<(usize, Vec<char>)>>,
@@ -134,6 +143,70 @@ fn sound(chars: &[char]) -> Option<String> {
         .map(|c| c.to_pinyin().map(|p| p.plain()))
         .collect();
     Some(syllables?.join(" "))
+}
+
+/// What a measurement cue names.
+#[derive(Debug, Clone, Copy)]
+enum Vital {
+    Pressure,
+    Systolic,
+    Diastolic,
+    Rate,
+}
+
+/// A whole number at `i`: two or three digits (48, 160), or written in characters up to
+/// 299 (四十八, 一百二, 一百六十五); with where it ends.
+fn number_at(text: &[char], i: usize) -> Option<(u32, usize)> {
+    if i > 0 && text[i - 1].is_ascii_digit() {
+        return None;
+    }
+    let mut k = i;
+    let mut value = 0u32;
+    while k < text.len() && text[k].is_ascii_digit() && k - i < 3 {
+        value = value * 10 + text[k].to_digit(10)?;
+        k += 1;
+    }
+    if k > i {
+        let whole = k - i >= 2 && text.get(k).is_none_or(|c| !c.is_ascii_digit());
+        return whole.then_some((value, k));
+    }
+    let digit = |c: char| match c {
+        '两' => Some(2),
+        _ => "零一二三四五六七八九"
+            .chars()
+            .position(|d| d == c)
+            .map(|d| d as u32),
+    };
+    let (mut hundreds, mut tens, mut ones) = (0, 0, 0);
+    if let (Some(h), Some('百')) = (text.get(k).and_then(|&c| digit(c)), text.get(k + 1)) {
+        hundreds = h;
+        k += 2;
+        // 一百二 is 120; 一百零五 is 105.
+        if text.get(k) == Some(&'零') {
+            k += 1;
+        } else if let Some(t) = text.get(k).and_then(|&c| digit(c)) {
+            if text.get(k + 1) != Some(&'十') {
+                return Some((hundreds * 100 + t * 10, k + 1));
+            }
+        }
+    }
+    if let Some(t) = text
+        .get(k)
+        .and_then(|&c| digit(c))
+        .filter(|_| text.get(k + 1) == Some(&'十'))
+    {
+        tens = t;
+        k += 2;
+    } else if text.get(k) == Some(&'十') {
+        tens = 1;
+        k += 1;
+    }
+    if let Some(o) = text.get(k).and_then(|&c| digit(c)) {
+        ones = o;
+        k += 1;
+    }
+    let value = hundreds * 100 + tens * 10 + ones;
+    (k > i && value >= 10).then_some((value, k))
 }
 
 fn chars(s: &str) -> Vec<char> {
@@ -253,6 +326,10 @@ impl Reader {
             longest_verb: longest(&verbs).unwrap_or(0),
             verbs,
             fever: index.get("发热").copied(),
+            high_pressure: index.get("血压升高").copied(),
+            slow_heart: index.get("心动过缓").copied(),
+            fast_heart: index.get("心悸").copied(),
+            constipation: index.get("便秘").copied(),
             names,
             surfaces,
             parts,
@@ -348,6 +425,12 @@ impl Reader {
             }
             candidates.extend(self.composition_at(&text, i));
             if let Some(c) = self.temperature_at(&text, i) {
+                candidates.push(c);
+            }
+            if let Some(c) = self.measurement_at(&text, i) {
+                candidates.push(c);
+            }
+            if let Some(c) = self.days_without_stool_at(&text, i) {
                 candidates.push(c);
             }
             if let Some(c) = self.verb_at(&text, i) {
@@ -560,6 +643,88 @@ impl Reader {
             i += 1;
         }
         false
+    }
+
+    /// A blood pressure or a heart rate named at `i` and given within a few characters:
+    /// 血压160/100, 量了血压是150／95, 高压165, 低压100, 心率才48, 脉搏一百二十.
+    fn measurement_at(&self, text: &[char], i: usize) -> Option<Found> {
+        const CUES: &[(&str, Vital)] = &[
+            ("血压", Vital::Pressure),
+            ("高压", Vital::Systolic),
+            ("低压", Vital::Diastolic),
+            ("心率", Vital::Rate),
+            ("心跳", Vital::Rate),
+            ("脉搏", Vital::Rate),
+            ("脉率", Vital::Rate),
+        ];
+        let (cue, vital) = CUES.iter().find(|(cue, _)| {
+            let cue = chars(cue);
+            text.len() >= i + cue.len() && text[i..i + cue.len()] == cue[..]
+        })?;
+        // A few words between the name and the number: 才, 只有, 量了一下是, 都到.
+        let mut k = i + cue.chars().count();
+        let limit = (k + 6).min(text.len());
+        while k < limit && number_at(text, k).is_none() && !is_boundary(text, k) {
+            k += 1;
+        }
+        let (first, mut end) = number_at(text, k)?;
+        let second = match text.get(end) {
+            Some('/' | '／' | '、' | '-') => {
+                let (second, after) = number_at(text, end + 1)?;
+                end = after;
+                Some(second)
+            }
+            _ => None,
+        };
+        let symptom = match vital {
+            Vital::Pressure | Vital::Systolic
+                if (140..=300).contains(&first)
+                    || second.is_some_and(|d| (90..=200).contains(&d)) =>
+            {
+                self.high_pressure
+            }
+            Vital::Diastolic if (90..=200).contains(&first) => self.high_pressure,
+            Vital::Rate if (20..60).contains(&first) => self.slow_heart,
+            Vital::Rate if (101..=250).contains(&first) => self.fast_heart,
+            _ => None,
+        }?;
+        Some(self.found(symptom, i, end, How::Measurement, false))
+    }
+
+    /// Days without a bowel movement, which is constipation however it is said: 三四天没大便,
+    /// 好几天都没拉屎, 两天没有解大便. The negation is the complaint here, not a denial.
+    fn days_without_stool_at(&self, text: &[char], i: usize) -> Option<Found> {
+        const STOOL: &[&str] = &[
+            "大便",
+            "拉屎",
+            "解大便",
+            "排便",
+            "拉大便",
+            "上大号",
+            "解手",
+            "拉粑粑",
+        ];
+        let constipation = self.constipation?;
+        if !matches!(text.get(i), Some('天' | '日')) {
+            return None;
+        }
+        let mut k = i + 1;
+        while k < text.len() && k - i <= 3 && "都也还".contains(text[k]) {
+            k += 1;
+        }
+        let negation: &[char] = if text[k..].starts_with(&['没', '有']) {
+            &['没', '有']
+        } else if text.get(k) == Some(&'没') {
+            &['没']
+        } else {
+            return None;
+        };
+        k += negation.len();
+        let stool = STOOL
+            .iter()
+            .map(|w| chars(w))
+            .find(|w| text[k..].starts_with(w))?;
+        Some(self.found(constipation, i, k + stool.len(), How::Surface, false))
     }
 
     /// A body temperature of a fever: 38度5, 38.5, 39°, 三十八度二, 40度.
@@ -795,6 +960,40 @@ mod tests {
         ] {
             assert_eq!(read(&r, text), symptoms, "{text}");
         }
+    }
+
+    #[test]
+    fn blood_pressure_and_heart_rate_are_read_from_their_figures() {
+        let r = reader();
+        for (text, want) in [
+            ("今天量血压160/100，头有点胀", vec!["血压升高"]),
+            ("血压135/95", vec!["血压升高"]),
+            ("高压一百六十五", vec!["血压升高"]),
+            ("低压一直在100左右", vec!["血压升高"]),
+            ("血压120/80，正常吧", vec![]),
+            ("手环显示心率才48", vec!["心动过缓"]),
+            ("脉搏一百二", vec!["心悸"]),
+            ("心率72", vec![]),
+            ("我体重160斤", vec![]),
+        ] {
+            let found = read(&r, text);
+            for w in &want {
+                assert!(found.contains(&w.to_string()), "{text}: {found:?}");
+            }
+            for unwanted in ["血压升高", "心动过缓", "心悸"] {
+                if !want.contains(&unwanted) {
+                    assert!(!found.contains(&unwanted.to_string()), "{text}: {found:?}");
+                }
+            }
+        }
+        for text in ["三四天没大便了，肚子胀", "好几天都没拉屎", "两天没有解大便"]
+        {
+            assert!(read(&r, text).contains(&"便秘".to_string()), "{text}");
+        }
+        assert!(!read(&r, "今天没拉肚子").contains(&"便秘".to_string()));
+        assert_eq!(number_at(&chars("一百零五"), 0), Some((105, 4)));
+        assert_eq!(number_at(&chars("四十八次"), 0), Some((48, 3)));
+        assert_eq!(number_at(&chars("1234"), 0), None);
     }
 
     #[test]
