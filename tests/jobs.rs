@@ -270,6 +270,22 @@ async fn jobs_answer_what_predict_answers(queue: &str) {
         (queued.code(), queued.message()),
         (sync.code(), sync.message())
     );
+    // Hostile submissions are refused as Predict refuses them, before decoding: a shape of
+    // 2^40 strings claimed in a few bytes, and 300,000 one-byte strings.
+    let mut claimed = strings(&[]);
+    claimed.tensor_shape = shape(&[1 << 40]);
+    let many: Vec<String> = (0..300_000).map(|_| "x".to_string()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for tensor in [claimed, strings(&many)] {
+        let hostile = predict_request(spec("m", None), &[("text", tensor)]);
+        let sync = prediction.predict(hostile.clone()).await.unwrap_err();
+        let queued = jobs.submit(hostile).await.unwrap_err();
+        assert_eq!(queued.code(), tonic::Code::InvalidArgument, "{queued:?}");
+        assert_eq!(
+            (queued.code(), queued.message()),
+            (sync.code(), sync.message())
+        );
+    }
     let missing = jobs
         .get(pb::JobRequest {
             job_id: "0123456789abcdef0123456789abcdef".into(),

@@ -270,7 +270,7 @@ async fn every_error_has_its_status_and_message() {
         ("POST", "/v1/models/emb", Some("{}"), StatusCode::METHOD_NOT_ALLOWED, "POST is not allowed on /v1/models/emb; use GET"),
         ("POST", "/v1/models/emb:regress", Some("{}"), StatusCode::NOT_IMPLEMENTED,
          "Regress is not implemented: no model kind served here (embedding, classifier, tagger) regresses; use :predict"),
-        ("POST", "/v1/models/emb:explain", Some("{}"), StatusCode::NOT_FOUND, "unknown verb `:explain`; use :predict, :classify or :regress"),
+        ("POST", "/v1/models/emb:explain", Some("{}"), StatusCode::NOT_FOUND, "unknown verb `:explain`; use :predict, :predictAsync, :classify or :regress"),
         ("POST", "/v1/models/emb:classify", Some("{\"examples\": [{\"text\": \"a\"}]}"), StatusCode::BAD_REQUEST,
          "model `emb` version 1 (embedding) does not classify; use Predict"),
         ("GET", "/v3/models", None, StatusCode::NOT_FOUND,

@@ -1,4 +1,4 @@
-//! Measures a gRPC Predict or ModelInfer message before tonic decodes it (see
+//! Measures a gRPC Predict (or JobService Submit) or ModelInfer message before tonic decodes it (see
 //! [`crate::admission::scan_predict_request`] and [`crate::admission::scan_infer_request`]),
 //! and answers Triton's extensions of the v2 service by name. The body is read up to
 //! `--max_request_bytes` (as tonic would read it anyway), its values are counted on the wire,
@@ -19,6 +19,8 @@ use crate::transport::v2::grpc::triton_extension;
 
 const PREDICT: &str = "/tensorflow.serving.PredictionService/Predict";
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+/// A job's submission carries a PredictRequest too.
+const JOB_SUBMIT: &str = "/candle_serving.jobs.v1.JobService/Submit";
 
 type Scanner = fn(&[u8], &Limits) -> Result<(), LimitError>;
 
@@ -72,7 +74,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let scan: Scanner = match request.uri().path() {
-            PREDICT => scan_predict_request,
+            PREDICT | JOB_SUBMIT => scan_predict_request,
             MODEL_INFER => scan_infer_request,
             path => {
                 if let Some(status) = triton_extension(path) {

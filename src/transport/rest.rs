@@ -695,7 +695,15 @@ mod tests {
         );
         assert_eq!(
             parse_route("m:explain").unwrap_err(),
-            "unknown verb `:explain`; use :predict, :classify or :regress"
+            "unknown verb `:explain`; use :predict, :predictAsync, :classify or :regress"
+        );
+        assert_eq!(
+            parse_route("m/labels/stable:predictAsync").unwrap(),
+            (
+                "m".into(),
+                VersionChoice::Label("stable".into()),
+                Action::PredictAsync
+            )
         );
         assert_eq!(
             parse_route("m/versions/x").unwrap_err(),
