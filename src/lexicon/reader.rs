@@ -10,6 +10,7 @@
 //! - **measurements**: a blood pressure (血压160/100, 高压150) at or above 140/90 is raised
 //!   blood pressure; a heart rate (心率48, 脉搏一百二) below 60 is a slow heart, above 100 a
 //!   racing one;
+//! - **spreading**: a sensation that reaches another part (疼到后背, 麻到手指) is that part's too;
 //! - **verbs** used as symptoms (老咳, 拉了五六次, 烧起来了), from `verbs.csv`;
 //! - **sounds**: a pinyin-input typo of a surface, one character off (投疼 for 头疼).
 //!
@@ -433,6 +434,9 @@ impl Reader {
             if let Some(c) = self.days_without_stool_at(&text, i) {
                 candidates.push(c);
             }
+            if let Some(c) = self.radiation_at(&text, i) {
+                candidates.push(c);
+            }
             if let Some(c) = self.verb_at(&text, i) {
                 candidates.push(c);
             }
@@ -689,6 +693,41 @@ impl Reader {
             _ => None,
         }?;
         Some(self.found(symptom, i, end, How::Measurement, false))
+    }
+
+    /// A sensation that spreads to another body part: 疼到后背, 麻到手指, 一直窜到肩膀. The
+    /// part it reaches has the complaint too (上腹疼, 疼到后背: 背痛 as well).
+    fn radiation_at(&self, text: &[char], i: usize) -> Option<Found> {
+        const REACHES: &[&str] = &[
+            "放射到",
+            "牵扯到",
+            "牵连到",
+            "连着",
+            "窜到",
+            "传到",
+            "扯到",
+            "到",
+            "至",
+        ];
+        let (sensation, slen) =
+            Self::longest_at(&self.sensations, self.longest_sensation, text, i, 1)?;
+        let mut k = i + slen;
+        // 疼得连着后背, 疼得一直窜到: a few particles before the verb of reaching.
+        while k < text.len() && k - (i + slen) < 4 && "得了着一直都".contains(text[k]) {
+            k += 1;
+        }
+        let reach = REACHES
+            .iter()
+            .map(|r| chars(r))
+            .find(|r| text[k..].starts_with(r))?;
+        k += reach.len();
+        while k < text.len() && "了整个那这边左右两侧的".contains(text[k]) && k - i < slen + 8
+        {
+            k += 1;
+        }
+        let (part, plen) = Self::longest_at(&self.parts, self.longest_part, text, k, 1)?;
+        let symptom = *self.compose.get(&(part, sensation))?;
+        Some(self.found(symptom, k, k + plen, How::Composition, false))
     }
 
     /// Days without a bowel movement, which is constipation however it is said: 三四天没大便,
@@ -986,6 +1025,9 @@ mod tests {
                 }
             }
         }
+        assert!(read(&r, "喝酒以后上腹疼得要命，疼到后背").contains(&"背痛".to_string()));
+        assert!(read(&r, "胸口疼得一直窜到左边肩膀").contains(&"肩部疼痛".to_string()));
+        assert!(!read(&r, "疼到晚上才好").contains(&"背痛".to_string()));
         for text in ["三四天没大便了，肚子胀", "好几天都没拉屎", "两天没有解大便"]
         {
             assert!(read(&r, text).contains(&"便秘".to_string()), "{text}");
