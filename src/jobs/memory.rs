@@ -1,14 +1,23 @@
 //! The in-process job queue (`--job_queue=memory`, the default): nothing to install, jobs
 //! live as long as the process. Same rules as the Redis queue: a bound on jobs pending or
-//! running, cancel only before the start, one stored outcome, results that expire.
+//! running, cancel only before the start, one stored outcome, results that expire. Finished
+//! jobs also share a byte budget ([`MAX_RETAINED_BYTES`]): past it the oldest are forgotten
+//! before their time, so a client submitting without end cannot fill the process's memory
+//! with results nobody collects.
 
 use std::collections::{HashMap, VecDeque};
+
+/// Bytes of finished jobs' results and errors the process keeps at most.
+pub const MAX_RETAINED_BYTES: usize = 256 * 1024 * 1024;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::{Cancelled, Claimed, Job, JobState, NewJob, Outcome, QueueError};
+
+/// What a finished job's record costs besides its result: id, timestamps, names.
+const RECORD_BYTES: usize = 256;
 
 struct Stored {
     job: Job,
@@ -22,6 +31,34 @@ struct State {
     jobs: HashMap<String, Stored>,
     pending: VecDeque<String>,
     running: usize,
+    /// Finished jobs, oldest first, with the bytes each holds.
+    finished: VecDeque<(String, usize)>,
+    retained_bytes: usize,
+}
+
+impl State {
+    /// Forgets the oldest finished jobs while over `budget` bytes, and those expired by `now`.
+    fn trim(&mut self, budget: usize, now: u64) {
+        while let Some((id, bytes)) = self.finished.front() {
+            let expired = self
+                .jobs
+                .get(id)
+                .is_none_or(|s| s.expires_at_ms.is_some_and(|at| at <= now));
+            if self.retained_bytes <= budget && !expired {
+                break;
+            }
+            self.retained_bytes -= bytes;
+            let id = id.clone();
+            self.finished.pop_front();
+            self.jobs.remove(&id);
+        }
+    }
+
+    fn retain(&mut self, id: &str, bytes: usize, budget: usize, now: u64) {
+        self.finished.push_back((id.to_string(), bytes));
+        self.retained_bytes += bytes;
+        self.trim(budget, now);
+    }
 }
 
 pub struct MemoryQueue {
@@ -29,6 +66,7 @@ pub struct MemoryQueue {
     arrived: Notify,
     max_pending: usize,
     ttl: Duration,
+    retained_budget: usize,
 }
 
 impl MemoryQueue {
@@ -38,6 +76,15 @@ impl MemoryQueue {
             arrived: Notify::new(),
             max_pending,
             ttl,
+            retained_budget: MAX_RETAINED_BYTES,
+        }
+    }
+
+    /// The same with another budget for finished jobs (tests).
+    pub fn with_budget(max_pending: usize, ttl: Duration, retained_budget: usize) -> Self {
+        MemoryQueue {
+            retained_budget,
+            ..MemoryQueue::new(max_pending, ttl)
         }
     }
 
@@ -103,6 +150,7 @@ impl MemoryQueue {
         };
         if matches!(cancelled, Cancelled::Now(_)) {
             state.pending.retain(|p| p != id);
+            state.retain(id, RECORD_BYTES, self.retained_budget, now);
         }
         Some(cancelled)
     }
@@ -174,9 +222,13 @@ impl MemoryQueue {
         }
         // The request is not needed any more.
         stored.request.request = Vec::new();
+        let bytes = RECORD_BYTES
+            + stored.job.result.as_ref().map_or(0, Vec::len)
+            + stored.job.error.as_ref().map_or(0, |(_, m)| m.len());
         if was_running {
             state.running -= 1;
         }
+        state.retain(id, bytes, self.retained_budget, now);
         true
     }
 
@@ -185,11 +237,9 @@ impl MemoryQueue {
         (state.pending.len() + state.running) as u64
     }
 
-    /// Forgets finished jobs whose results have expired.
+    /// Forgets finished jobs whose results have expired (they finish in order and share one
+    /// TTL, so the expired ones are at the front).
     pub fn sweep(&self, now: u64) {
-        self.state
-            .lock()
-            .jobs
-            .retain(|_, s| s.expires_at_ms.is_none_or(|at| at > now));
+        self.state.lock().trim(self.retained_budget, now);
     }
 }

@@ -118,3 +118,32 @@ fn versions_and_codes_survive_the_round_trip() {
     assert_eq!(code_from_name("nonsense"), Code::Unknown);
     assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.500Z");
 }
+
+#[tokio::test]
+async fn finished_jobs_in_memory_share_a_byte_budget_oldest_forgotten_first() {
+    // Room for about three finished jobs of 1 KB.
+    let queue = MemoryQueue::with_budget(100, Duration::from_secs(3600), 3 * (1024 + 256));
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = new_id();
+        queue.submit(&id, &new_job(b"x"), i).unwrap();
+        let taken = queue.take(1, Duration::from_millis(10)).await;
+        assert_eq!(taken.len(), 1);
+        let outcome = Outcome::Succeeded {
+            version: 1,
+            result: vec![0; 1024],
+        };
+        assert!(queue.finish(&taken[0].id, &outcome, 10 + i));
+        ids.push(id);
+    }
+    let kept: Vec<bool> = ids.iter().map(|id| queue.get(id, 20).is_some()).collect();
+    assert_eq!(kept, vec![false, false, true, true, true]);
+    // Pending jobs are never evicted by the budget.
+    let pending = new_id();
+    queue.submit(&pending, &new_job(b"y"), 30).unwrap();
+    for _ in 0..3 {
+        let id = new_id();
+        queue.submit(&id, &new_job(b"z"), 31).unwrap();
+    }
+    assert!(queue.get(&pending, 40).is_some());
+}
