@@ -347,6 +347,7 @@ async fn cancel_bound_and_expiry(queue: &str) {
             &queue_flag,
             "--job_concurrency=0",
             "--max_pending_jobs=3",
+            "--max_pending_job_bytes=600",
             "--job_result_ttl_seconds=1",
         ],
     );
@@ -379,6 +380,18 @@ async fn cancel_bound_and_expiry(queue: &str) {
         assert_eq!(job["state"], "CANCELLED");
         assert!(job["finished_at"].is_string());
     }
+    // Room for one more job, but not for a large one: the bytes of pending requests are
+    // bounded too.
+    let big = json!({ "instances": ["the lazy dog ".repeat(80)] });
+    let (code, body, _) = post(&format!("{url}/v1/models/m:predictAsync"), &big).await;
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max_pending_job_bytes"),
+        "{body}"
+    );
     let fourth = submit(&url, "m", &text_body(3)).await;
     // Over the CLI.
     let grpc = format!("http://{}", server.grpc_addr);

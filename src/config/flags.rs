@@ -145,6 +145,12 @@ pub struct ServerArgs {
     #[arg(long = "max_pending_jobs", default_value_t = 10_000)]
     pub max_pending_jobs: usize,
 
+    /// Bytes of the requests of jobs pending or running at once; beyond, submission is
+    /// refused with 429 / RESOURCE_EXHAUSTED. Bounds the memory (or Redis) that queued
+    /// requests take, whatever their size.
+    #[arg(long = "max_pending_job_bytes", default_value_t = 1 << 30)]
+    pub max_pending_job_bytes: usize,
+
     /// Jobs this process runs at once (0: it only submits); they share the inference
     /// threads with interactive requests, behind them.
     #[arg(long = "job_concurrency", default_value_t = 16)]

@@ -31,6 +31,8 @@ struct State {
     jobs: HashMap<String, Stored>,
     pending: VecDeque<String>,
     running: usize,
+    /// Bytes of the requests of jobs pending or running.
+    pending_bytes: usize,
     /// Finished jobs, oldest first, with the bytes each holds.
     finished: VecDeque<(String, usize)>,
     retained_bytes: usize,
@@ -65,16 +67,18 @@ pub struct MemoryQueue {
     state: Mutex<State>,
     arrived: Notify,
     max_pending: usize,
+    max_pending_bytes: usize,
     ttl: Duration,
     retained_budget: usize,
 }
 
 impl MemoryQueue {
-    pub fn new(max_pending: usize, ttl: Duration) -> Self {
+    pub fn new(max_pending: usize, max_pending_bytes: usize, ttl: Duration) -> Self {
         MemoryQueue {
             state: Mutex::default(),
             arrived: Notify::new(),
             max_pending,
+            max_pending_bytes,
             ttl,
             retained_budget: MAX_RETAINED_BYTES,
         }
@@ -84,7 +88,7 @@ impl MemoryQueue {
     pub fn with_budget(max_pending: usize, ttl: Duration, retained_budget: usize) -> Self {
         MemoryQueue {
             retained_budget,
-            ..MemoryQueue::new(max_pending, ttl)
+            ..MemoryQueue::new(max_pending, usize::MAX, ttl)
         }
     }
 
@@ -95,6 +99,12 @@ impl MemoryQueue {
                 max: self.max_pending,
             });
         }
+        if state.pending_bytes.saturating_add(request.request.len()) > self.max_pending_bytes {
+            return Err(QueueError::FullBytes {
+                max_bytes: self.max_pending_bytes,
+            });
+        }
+        state.pending_bytes += request.request.len();
         let job = Job {
             id: id.to_string(),
             state: JobState::Pending,
@@ -138,8 +148,10 @@ impl MemoryQueue {
         if stored.expires_at_ms.is_some_and(|at| at <= now) {
             return None;
         }
+        let size = stored.request.request.len();
         let cancelled = match stored.job.state {
             JobState::Pending => {
+                stored.request.request = Vec::new();
                 stored.job.state = JobState::Cancelled;
                 stored.job.finished_at_ms = Some(now);
                 stored.expires_at_ms = Some(now + ttl);
@@ -150,6 +162,7 @@ impl MemoryQueue {
         };
         if matches!(cancelled, Cancelled::Now(_)) {
             state.pending.retain(|p| p != id);
+            state.pending_bytes -= size;
             state.retain(id, RECORD_BYTES, self.retained_budget, now);
         }
         Some(cancelled)
@@ -221,6 +234,7 @@ impl MemoryQueue {
             }
         }
         // The request is not needed any more.
+        let size = stored.request.request.len();
         stored.request.request = Vec::new();
         let bytes = RECORD_BYTES
             + stored.job.result.as_ref().map_or(0, Vec::len)
@@ -228,6 +242,7 @@ impl MemoryQueue {
         if was_running {
             state.running -= 1;
         }
+        state.pending_bytes -= size;
         state.retain(id, bytes, self.retained_budget, now);
         true
     }

@@ -173,6 +173,8 @@ pub enum Cancelled {
 pub enum QueueError {
     #[error("the job queue is full ({max} jobs are pending or running)")]
     Full { max: usize },
+    #[error("the job queue is full (its pending requests would pass {max_bytes} bytes)")]
+    FullBytes { max_bytes: usize },
     #[error("the job queue is unavailable: {0}")]
     Unavailable(String),
 }
@@ -183,6 +185,9 @@ impl From<QueueError> for ServingError {
             QueueError::Full { .. } => {
                 ServingError::resource_exhausted(format!("{e} (--max_pending_jobs); retry later"))
             }
+            QueueError::FullBytes { .. } => ServingError::resource_exhausted(format!(
+                "{e} (--max_pending_job_bytes); retry later"
+            )),
             QueueError::Unavailable(_) => ServingError::unavailable(e.to_string()),
         }
     }
@@ -193,10 +198,11 @@ pub trait Executor: Send + Sync + 'static {
     fn run<'a>(&'a self, job: &'a NewJob) -> BoxFuture<'a, Outcome>;
 }
 
-/// The queue a server uses.
+/// The queue a server uses (one per server, so the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Queue {
     Memory(MemoryQueue),
-    Redis(Box<RedisQueue>),
+    Redis(RedisQueue),
 }
 
 impl Queue {
@@ -284,6 +290,8 @@ pub struct JobOptions {
     pub result_ttl: Duration,
     /// Jobs pending or running at once; beyond, submission is refused.
     pub max_pending: usize,
+    /// Bytes of the requests of jobs pending or running; beyond, submission is refused.
+    pub max_pending_bytes: usize,
     /// Jobs this process runs at once (they still share the inference threads); 0: this
     /// process only submits.
     pub concurrency: usize,
@@ -296,6 +304,7 @@ impl Default for JobOptions {
             visibility_timeout: Duration::from_secs(60),
             result_ttl: Duration::from_secs(86_400),
             max_pending: 10_000,
+            max_pending_bytes: 1 << 30,
             concurrency: 16,
         }
     }
@@ -407,14 +416,19 @@ impl Jobs {
             return Err("--job_visibility_timeout_seconds must be at least 1".into());
         }
         let queue = if options.queue == "memory" {
-            Queue::Memory(MemoryQueue::new(options.max_pending, options.result_ttl))
+            Queue::Memory(MemoryQueue::new(
+                options.max_pending,
+                options.max_pending_bytes,
+                options.result_ttl,
+            ))
         } else if options.queue.starts_with("redis://") || options.queue.starts_with("rediss://") {
-            Queue::Redis(Box::new(RedisQueue::new(
+            Queue::Redis(RedisQueue::new(
                 &options.queue,
                 options.max_pending,
+                options.max_pending_bytes,
                 options.result_ttl,
                 options.visibility_timeout,
-            )?))
+            )?)
         } else {
             return Err(format!(
                 "--job_queue={}: use `memory` or redis://host:port/db",

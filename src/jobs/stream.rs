@@ -1,7 +1,8 @@
 //! The shared job queue (`--job_queue=redis://host:port/db`): a Redis stream read through
 //! one consumer group by every server process that points at the same Redis.
 //!
-//! Keys (all under `candle-serving:jobs:`):
+//! Keys (all under `candle-serving:jobs:`; `pending-bytes` counts the requests' bytes of
+//! jobs pending or running, against `--max_pending_job_bytes`):
 //! - `queue`: the stream. One entry per job (`job` = its id), added on submission, read with
 //!   XREADGROUP, acknowledged and deleted in the same script that stores the outcome, so its
 //!   length is the number of jobs pending or running.
@@ -26,6 +27,8 @@ use super::{
 use crate::redis_conn::RedisConnection;
 
 const STREAM: &str = "candle-serving:jobs:queue";
+/// Bytes of the requests of jobs pending or running, against `--max_pending_job_bytes`.
+const BYTES: &str = "candle-serving:jobs:pending-bytes";
 const GROUP: &str = "candle-serving";
 const JOB_PREFIX: &str = "candle-serving:jobs:job:";
 
@@ -33,13 +36,30 @@ const JOB_PREFIX: &str = "candle-serving:jobs:job:";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 const SUBMIT: &str = r#"
--- KEYS: stream, job hash. ARGV: max pending, job id, then the hash's fields and values.
+-- KEYS: stream, job hash, pending bytes. ARGV: max pending, max bytes, size, job id, then
+-- the hash's fields and values. 1: queued; 0: too many jobs; -1: too many bytes.
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
-local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
-redis.call('HSET', KEYS[2], 'entry', entry, unpack(ARGV, 3))
+local bytes = tonumber(redis.call('GET', KEYS[3]) or '0')
+if bytes + tonumber(ARGV[3]) > tonumber(ARGV[2]) then
+  return -1
+end
+redis.call('INCRBY', KEYS[3], ARGV[3])
+local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[4])
+redis.call('HSET', KEYS[2], 'entry', entry, 'size', ARGV[3], unpack(ARGV, 5))
 return 1
+"#;
+
+/// Gives back a job's request bytes (never below zero: a counter that drifted, say after a
+/// restart, heals).
+const RELEASE: &str = r#"
+local function release(job, counter)
+  local size = tonumber(redis.call('HGET', job, 'size') or '0')
+  if redis.call('DECRBY', counter, size) < 0 then
+    redis.call('SET', counter, 0)
+  end
+end
 "#;
 
 const START: &str = r#"
@@ -53,10 +73,12 @@ return redis.call('HMGET', KEYS[1], 'kind', 'model', 'version', 'client_key', 'r
 "#;
 
 const FINISH: &str = r#"
--- KEYS: job hash, stream. ARGV: ttl seconds, entry, group, then the fields and values.
+-- KEYS: job hash, stream, pending bytes. ARGV: ttl seconds, entry, group, then the fields
+-- and values.
 local state = redis.call('HGET', KEYS[1], 'state')
 local stored = 0
 if state == 'PENDING' or state == 'RUNNING' then
+  release(KEYS[1], KEYS[3])
   redis.call('HSET', KEYS[1], unpack(ARGV, 4))
   redis.call('HDEL', KEYS[1], 'request')
   redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -69,9 +91,11 @@ return stored
 "#;
 
 const CANCEL: &str = r#"
--- KEYS: job hash, stream. ARGV: ttl seconds, now, group. The state found (nil: no job).
+-- KEYS: job hash, stream, pending bytes. ARGV: ttl seconds, now, group. The state found
+-- (nil: no job).
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'PENDING' then
+  release(KEYS[1], KEYS[3])
   redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'finished_at', ARGV[2])
   redis.call('HDEL', KEYS[1], 'request')
   redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -88,6 +112,7 @@ pub struct RedisQueue {
     blocking: RedisConnection,
     consumer: String,
     max_pending: usize,
+    max_pending_bytes: usize,
     ttl_seconds: u64,
     visibility_ms: u64,
     /// Where the next XAUTOCLAIM scan starts.
@@ -114,6 +139,7 @@ impl RedisQueue {
     pub fn new(
         url: &str,
         max_pending: usize,
+        max_pending_bytes: usize,
         ttl: Duration,
         visibility: Duration,
     ) -> Result<Self, String> {
@@ -131,14 +157,15 @@ impl RedisQueue {
                 rand::random::<u32>()
             ),
             max_pending,
+            max_pending_bytes,
             ttl_seconds: ttl.as_secs().max(1),
             visibility_ms: visibility.as_millis() as u64,
             cursor: parking_lot::Mutex::new("0-0".into()),
             scripts: Scripts {
                 submit: Script::new(SUBMIT),
                 start: Script::new(START),
-                finish: Script::new(FINISH),
-                cancel: Script::new(CANCEL),
+                finish: Script::new(&format!("{RELEASE}{FINISH}")),
+                cancel: Script::new(&format!("{RELEASE}{CANCEL}")),
             },
         })
     }
@@ -151,7 +178,10 @@ impl RedisQueue {
         let mut invocation = self.scripts.submit.key(STREAM);
         invocation
             .key(job_key(id))
+            .key(BYTES)
             .arg(self.max_pending)
+            .arg(self.max_pending_bytes)
+            .arg(job.request.len())
             .arg(id)
             .arg("state")
             .arg(JobState::Pending.as_str())
@@ -172,12 +202,15 @@ impl RedisQueue {
             .invoke(&invocation, "submitting the job")
             .await
             .map_err(unavailable)?;
-        if added == 0 {
-            return Err(QueueError::Full {
+        match added {
+            0 => Err(QueueError::Full {
                 max: self.max_pending,
-            });
+            }),
+            -1 => Err(QueueError::FullBytes {
+                max_bytes: self.max_pending_bytes,
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
@@ -195,6 +228,7 @@ impl RedisQueue {
         let mut invocation = self.scripts.cancel.key(job_key(id));
         invocation
             .key(STREAM)
+            .key(BYTES)
             .arg(self.ttl_seconds)
             .arg(now)
             .arg(GROUP);
@@ -355,6 +389,7 @@ impl RedisQueue {
         let mut invocation = self.scripts.finish.key(job_key(&claimed.id));
         invocation
             .key(STREAM)
+            .key(BYTES)
             .arg(self.ttl_seconds)
             .arg(&claimed.entry)
             .arg(GROUP)

@@ -147,3 +147,22 @@ async fn finished_jobs_in_memory_share_a_byte_budget_oldest_forgotten_first() {
     }
     assert!(queue.get(&pending, 40).is_some());
 }
+
+#[test]
+fn the_memory_queue_bounds_the_bytes_of_pending_requests() {
+    let queue = MemoryQueue::new(100, 10, Duration::from_secs(60));
+    let (a, b) = (new_id(), new_id());
+    queue.submit(&a, &new_job(b"123456"), 0).unwrap();
+    assert_eq!(
+        queue.submit(&b, &new_job(b"12345"), 0),
+        Err(QueueError::FullBytes { max_bytes: 10 })
+    );
+    // A cancelled job gives its bytes back; so does a finished one.
+    assert!(matches!(queue.cancel(&a, 1), Some(Cancelled::Now(_))));
+    queue.submit(&b, &new_job(b"12345"), 2).unwrap();
+    let outcome = Outcome::Failed {
+        error: ServingError::invalid_argument("no"),
+    };
+    assert!(queue.finish(&b, &outcome, 3));
+    queue.submit(&new_id(), &new_job(b"0123456789"), 4).unwrap();
+}

@@ -183,6 +183,7 @@ impl ServerOptions {
                 visibility_timeout: Duration::from_secs(args.job_visibility_timeout_seconds),
                 result_ttl: Duration::from_secs(args.job_result_ttl_seconds),
                 max_pending: args.max_pending_jobs,
+                max_pending_bytes: args.max_pending_job_bytes,
                 concurrency: args.job_concurrency,
             },
         })
