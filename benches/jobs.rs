@@ -79,6 +79,33 @@ fn millis(rfc3339: &Value) -> f64 {
         * 1000.0
 }
 
+/// Polls a job every `pause` until it ends: its submission and end times (ms) if it
+/// SUCCEEDED, `None` otherwise.
+async fn ended(
+    client: &reqwest::Client,
+    server: &str,
+    id: &str,
+    pause: Duration,
+) -> Option<(f64, f64)> {
+    loop {
+        let job: Value = client
+            .get(format!("{server}/v1/jobs/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        match job["state"].as_str() {
+            Some("SUCCEEDED") => {
+                return Some((millis(&job["created_at"]), millis(&job["finished_at"])))
+            }
+            Some("PENDING" | "RUNNING") => tokio::time::sleep(pause).await,
+            _ => return None,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let run =
@@ -176,32 +203,13 @@ async fn main() {
         let mut last_end: f64 = 0.0;
         let mut first_start = f64::MAX;
         for id in ids.into_iter().flatten() {
-            loop {
-                let job: Value = client
-                    .get(format!("{}/v1/jobs/{id}", urls[0]))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                match job["state"].as_str() {
-                    Some("SUCCEEDED") => {
-                        let (created, ended) =
-                            (millis(&job["created_at"]), millis(&job["finished_at"]));
-                        latencies.push(ended - created);
-                        last_end = last_end.max(ended);
-                        first_start = first_start.min(created);
-                        break;
-                    }
-                    Some("PENDING" | "RUNNING") => {
-                        tokio::time::sleep(Duration::from_millis(20)).await
-                    }
-                    _ => {
-                        errors += 1;
-                        break;
-                    }
+            match ended(&client, &urls[0], &id, Duration::from_millis(20)).await {
+                Some((created, ended)) => {
+                    latencies.push(ended - created);
+                    last_end = last_end.max(ended);
+                    first_start = first_start.min(created);
                 }
+                None => errors += 1,
             }
         }
         let wall = started.elapsed();
@@ -232,21 +240,10 @@ async fn main() {
                 .await
                 .unwrap();
             let id = body["job_id"].as_str().unwrap().to_string();
-            loop {
-                let job: Value = client
-                    .get(format!("{}/v1/jobs/{id}", urls[0]))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if job["state"] == "SUCCEEDED" {
-                    alone.push(millis(&job["finished_at"]) - millis(&job["created_at"]));
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            let (created, ended) = ended(&client, &urls[0], &id, Duration::from_millis(2))
+                .await
+                .expect("the job succeeds");
+            alone.push(ended - created);
         }
         alone.sort_by(f64::total_cmp);
         println!(

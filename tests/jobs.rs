@@ -487,6 +487,24 @@ async fn two_processes_on_one_redis_split_500_jobs_and_store_each_once() {
     }
 }
 
+/// A job of 32 sentences: slow enough (with one inference thread) that a process stopped
+/// after a few have finished is in the middle of others.
+fn big_job(i: usize) -> Value {
+    let texts: Vec<String> = (0..32)
+        .map(|j| format!("the quick brown fox jumps over the lazy dog {i} {j}"))
+        .collect();
+    json!({ "instances": texts })
+}
+
+/// Waits until `server` has finished `n` jobs.
+async fn until_succeeded(server: &Spawned, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(server, SUCCEEDED).await < n as f64 {
+        assert!(Instant::now() < deadline, "fewer than {n} jobs finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_of_a_process_killed_mid_run_finish_on_another() {
     let redis = Redis::start();
@@ -502,19 +520,9 @@ async fn jobs_of_a_process_killed_mid_run_finish_on_another() {
     let mut a = start(dir.path(), &base, &flags);
     let url_a = rest(&a);
     // Large jobs, so that the process is in the middle of them when it dies.
-    let big = |i: usize| {
-        let texts: Vec<String> = (0..32)
-            .map(|j| format!("the quick brown fox jumps over the lazy dog {i} {j}"))
-            .collect();
-        json!({ "instances": texts })
-    };
-    let ids = submit_many(std::slice::from_ref(&url_a), 200, big).await;
+    let ids = submit_many(std::slice::from_ref(&url_a), 200, big_job).await;
     // Once it has finished a few, kill it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&a, SUCCEEDED).await < 3.0 {
-        assert!(Instant::now() < deadline, "no job finished");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_succeeded(&a, 3).await;
     a.signal("KILL");
     a.wait_exit();
     // It died holding deliveries it had not acknowledged.
@@ -661,18 +669,8 @@ async fn sigterm_finishes_the_jobs_running_and_leaves_the_rest_pending() {
     ];
     let mut a = start(dir.path(), &base, &flags);
     let url = rest(&a);
-    let big = |i: usize| {
-        let texts: Vec<String> = (0..32)
-            .map(|j| format!("the quick brown fox jumps over the lazy dog {i} {j}"))
-            .collect();
-        json!({ "instances": texts })
-    };
-    let ids = submit_many(std::slice::from_ref(&url), 100, big).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&a, SUCCEEDED).await < 2.0 {
-        assert!(Instant::now() < deadline, "no job finished");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let ids = submit_many(std::slice::from_ref(&url), 100, big_job).await;
+    until_succeeded(&a, 2).await;
     a.signal("TERM");
     assert_eq!(a.wait_exit(), Some(0));
     // Nothing was left half-done: every job either ended or was never started.

@@ -105,19 +105,7 @@ impl MemoryQueue {
             });
         }
         state.pending_bytes += request.request.len();
-        let job = Job {
-            id: id.to_string(),
-            state: JobState::Pending,
-            kind: request.kind,
-            model: request.model.clone(),
-            requested: request.version.clone(),
-            served_version: None,
-            created_at_ms: now,
-            started_at_ms: None,
-            finished_at_ms: None,
-            result: None,
-            error: None,
-        };
+        let job = Job::pending(id, request, now);
         state.jobs.insert(
             id.to_string(),
             Stored {

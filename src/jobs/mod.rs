@@ -131,6 +131,23 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job just submitted.
+    pub fn pending(id: &str, job: &NewJob, now: u64) -> Job {
+        Job {
+            id: id.to_string(),
+            state: JobState::Pending,
+            kind: job.kind,
+            model: job.model.clone(),
+            requested: job.version.clone(),
+            served_version: None,
+            created_at_ms: now,
+            started_at_ms: None,
+            finished_at_ms: None,
+            result: None,
+            error: None,
+        }
+    }
+
     /// The version to show: the one that ran it, else a number the request named.
     pub fn version(&self) -> Option<i64> {
         self.served_version.or(match self.requested {
@@ -467,19 +484,7 @@ impl Jobs {
         })?;
         self.metrics.count(&job.model, "submitted");
         tracing::debug!(job = %id, model = %job.model, version = %job.version, "job submitted");
-        Ok(Job {
-            id,
-            state: JobState::Pending,
-            kind: job.kind,
-            model: job.model,
-            requested: job.version,
-            served_version: None,
-            created_at_ms: now,
-            started_at_ms: None,
-            finished_at_ms: None,
-            result: None,
-            error: None,
-        })
+        Ok(Job::pending(&id, &job, now))
     }
 
     /// The job, or NOT_FOUND (unknown, expired, or not a job id at all).
