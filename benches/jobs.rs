@@ -111,14 +111,7 @@ async fn main() {
     let run =
         Duration::from_secs_f64(arg("--seconds").map_or(6.0, |s| s.parse().expect("--seconds")));
     let jobs: usize = arg("--jobs").map_or(2000, |s| s.parse().expect("--jobs"));
-    let sentences: Arc<Vec<String>> = Arc::new(
-        std::fs::read_to_string(repo_root().join("data/bench/short.txt"))
-            .unwrap()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(String::from)
-            .collect(),
-    );
+    let sentences = load::short_sentences();
     println!(
         "MiniLM, one short sentence per request or job, batching on, {} cores, {}",
         std::thread::available_parallelism().unwrap(),

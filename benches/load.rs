@@ -10,7 +10,6 @@ mod common;
 #[path = "support/load.rs"]
 mod load;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use candle_serving::batching::BatchingOptions;
@@ -23,14 +22,7 @@ use load::grpc_and_rest;
 async fn main() {
     let run =
         Duration::from_secs_f64(arg("--seconds").map_or(6.0, |s| s.parse().expect("--seconds")));
-    let sentences: Arc<Vec<String>> = Arc::new(
-        std::fs::read_to_string(repo_root().join("data/bench/short.txt"))
-            .unwrap()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(String::from)
-            .collect(),
-    );
+    let sentences = load::short_sentences();
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(minilm_dir().parent().unwrap(), dir.path().join("minilm")).unwrap();
     let config = r#"model_config_list { config { name: "minilm" base_path: "minilm" } }"#;

@@ -11,7 +11,6 @@ mod common;
 #[path = "support/load.rs"]
 mod load;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use candle_serving::config::ModelsConfig;
@@ -23,13 +22,7 @@ const RUN: Duration = Duration::from_secs(6);
 
 #[tokio::main]
 async fn main() {
-    let sentences: Arc<Vec<String>> = Arc::new(
-        std::fs::read_to_string(repo_root().join("data/bench/short.txt"))
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect(),
-    );
+    let sentences = load::short_sentences();
     let dir = tempfile::tempdir().unwrap();
     publish_tiny_bert(&dir.path().join("tiny"), 1, Kind::Embedding, 1);
     std::os::unix::fs::symlink(minilm_dir().parent().unwrap(), dir.path().join("minilm")).unwrap();

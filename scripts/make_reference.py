@@ -3,8 +3,8 @@
 
 Loads the sentence-transformers model folder (Transformer, mean Pooling, Normalize) from --model,
 embeds each case sentence on its own on the CPU, and writes --out: per case its dimension, first
-8 values, sum and full embedding, plus the cosine of cases 0 and 1. tests/minilm.rs,
-tests/python_clients.rs (through clients/python/predict_*.py) and benches/peers.py read it.
+8 values, sum and full embedding, plus the cosine of cases 0 and 1. tests/it/minilm.rs,
+tests/it/python_clients.rs (through clients/python/predict_*.py) and benches/peers.py read it.
 Run it through scripts/make_reference.sh, which sets up the venv and works offline.
 """
 

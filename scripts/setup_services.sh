@@ -13,7 +13,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
-# nginx: the load balancer in front of several model servers (tests/replicas.rs). Installed
+# nginx: the load balancer in front of several model servers (tests/it/replicas.rs). Installed
 # only for its binary; the tests start their own instance on a config of their own.
 if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   echo "installing nginx..." >&2

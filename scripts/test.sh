@@ -18,7 +18,7 @@ python3 data/eval/check.py >/dev/null
 ./scripts/setup_validators.sh
 ./scripts/setup_services.sh
 
-# Benchmarks are not tests: they are compiled here (so they keep building) but only run by
-# `cargo bench`. `--all-targets` would run them, in debug, as if they were tests.
+# Benchmarks are not tests: they are type-checked here (so they keep building) but only
+# run by `cargo bench`. `--all-targets` would run them, in debug, as if they were tests.
 cargo test --locked --all-features --lib --bins --tests --examples "$@"
-cargo test --locked --all-features --benches --no-run
+cargo check --locked --all-features --benches

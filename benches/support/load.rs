@@ -5,7 +5,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{predict_request, spec, strings, TestServer};
+use crate::common::{predict_request, repo_root, spec, strings, TestServer};
+
+/// The benchmark's short sentences (`data/bench/short.txt`), one per line.
+pub fn short_sentences() -> Arc<Vec<String>> {
+    let path = repo_root().join("data/bench/short.txt");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    Arc::new(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect(),
+    )
+}
 
 pub struct Outcome {
     pub rps: f64,

@@ -5,7 +5,7 @@
 //! The scheduler's finer behaviour (ordering, timeouts, abandoned requests, one bad input
 //! in a batch) is tested against a recording servable in `src/batching/tests.rs`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! labels on unavailable versions, concurrent reloads, label moves under load, and a config
 //! file that changes (or breaks) while the server runs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,7 +5,7 @@
 //! tested here as well: the chat API's token, WeChat's clock and replay checks, and the
 //! separate session key spaces of the two entry points.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 //! submit-then-poll flow on the job API. The venv comes from scripts/setup_python_clients.sh (run by the
 //! README's test command).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! and binary REST requests. The v2 answers are compared with the TF Serving API's for the
 //! same request, and with the sentence-transformers reference.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

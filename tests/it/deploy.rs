@@ -5,7 +5,7 @@
 //! systemd-analyze; a broken copy of each kind is refused by its path, so the check can fail;
 //! and the models.config the ConfigMap carries is one this server accepts.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! character-level tokenizer, the trainer's reproducibility, and fine-tuning the real
 //! pre-trained MiniLM. The gradient check is a unit test in `src/models/bert/train.rs`.
 
-mod common;
+use crate::common;
 
 use candle_serving::models::bert::config::BertConfig;
 use candle_serving::proto::tensorflow::serving::{

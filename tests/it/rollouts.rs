@@ -6,7 +6,7 @@
 //! and invalid control requests refused without changing anything. Over REST, gRPC
 //! (`RolloutService`) and the CLI.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! `grpc.ssl_channel_credentials`, `requests` over https), with tonic, and with the doctor's
 //! model client; under mutual TLS a client without a certificate is refused.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

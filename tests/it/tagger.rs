@@ -2,7 +2,7 @@
 //! seed; the shipped symptom model, served over gRPC, finds symptoms in real sentences,
 //! leaves denied ones alone, and handles empty, unknown and over-long input.
 
-mod common;
+use crate::common;
 
 use candle_serving::config::ModelsConfig;
 use candle_serving::lexicon::Lexicon;

@@ -6,7 +6,7 @@
 //! then finish on another; Redis stopped and restarted; a version swap while jobs run.
 //! Over REST, gRPC (`candle_serving.jobs.v1.JobService`) and the CLI.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

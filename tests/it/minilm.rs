@@ -1,7 +1,7 @@
 //! The real pre-trained MiniLM (all-MiniLM-L6-v2 from PyPI) served over gRPC gives the
 //! reference embeddings computed with sentence-transformers.
 
-mod common;
+use crate::common;
 
 use candle_serving::config::ModelsConfig;
 use candle_serving::server::ServerOptions;

@@ -6,7 +6,7 @@
 //! name the version) end on the new version, and every replica ends serving it (while they
 //! switch, nginx may send one client to replicas on either side).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

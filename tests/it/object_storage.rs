@@ -5,7 +5,7 @@
 //! never served; versions that leave the bucket are unloaded; a restart serves from the
 //! cache; one cache dir belongs to one process; an unreachable endpoint is reported.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `candle_serving_cli` against a live server: status, metadata, predict, push (atomic
 //! deploy with --wait), set-label (server first, file second) and reload-config.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! pairs, pre-tokenised ids in typed fields and tensor_content), Classify, metadata,
 //! status, and every class of bad request with its code and message.
 
-mod common;
+use crate::common;
 
 use candle_serving::proto::tensorflow::serving::{
     input, ClassificationRequest, ExampleList, GetModelMetadataRequest, GetModelStatusRequest,

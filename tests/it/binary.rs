@@ -2,7 +2,7 @@
 //! `./models.config`, start-up errors, and graceful shutdown on SIGTERM with a request in
 //! flight.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

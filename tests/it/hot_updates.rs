@@ -3,7 +3,7 @@
 //! incomplete or vanishing folders, odd names, a base path that appears later), requests in
 //! flight finishing on their version, and the memory of an unloaded version released.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! server with a real HTTP client: every endpoint, every error class with its exact status
 //! and message, counters that move, readiness that flips.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
