@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use prost::Message;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use tonic::{Request, Response, Status};
 
 use super::grpc::{self, spec_to_proto, to_status};
@@ -79,25 +80,51 @@ impl Executor for PredictExecutor {
     }
 }
 
-/// A job as `GET /v1/jobs/{id}` answers it. `result` is the `:predict` body of a job
-/// submitted over REST, or the proto3 JSON of the PredictResponse of one submitted over gRPC.
-pub fn job_json(job: &Job) -> Value {
-    let result = job.result.as_deref().map(|bytes| match job.kind {
-        JobKind::Rest => serde_json::from_slice(bytes).unwrap_or(Value::Null),
-        JobKind::Grpc => PredictResponse::decode(bytes)
-            .map(|r| proto_json("tensorflow.serving.PredictResponse", &r))
-            .unwrap_or(Value::Null),
+/// A job as `GET /v1/jobs/{id}` answers it (fields in this order). `result` is the `:predict`
+/// body of a job submitted over REST, embedded byte for byte (parsing it into numbers and
+/// printing them again could change a float's last digit), or the proto3 JSON of the
+/// PredictResponse of one submitted over gRPC.
+#[derive(Serialize)]
+pub struct JobView<'a> {
+    job_id: &'a str,
+    state: &'static str,
+    model_spec: SpecView<'a>,
+    result: Option<Box<RawValue>>,
+    error: Option<&'a str>,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SpecView<'a> {
+    name: &'a str,
+    version: Option<i64>,
+}
+
+pub fn job_json(job: &Job) -> JobView<'_> {
+    let result = job.result.as_deref().and_then(|bytes| match job.kind {
+        JobKind::Rest => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| RawValue::from_string(text.to_string()).ok()),
+        JobKind::Grpc => PredictResponse::decode(bytes).ok().and_then(|r| {
+            serde_json::value::to_raw_value(&proto_json("tensorflow.serving.PredictResponse", &r))
+                .ok()
+        }),
     });
-    json!({
-        "job_id": job.id,
-        "state": job.state.as_str(),
-        "model_spec": {"name": job.model, "version": job.version()},
-        "result": result,
-        "error": job.error.as_ref().map(|(_, message)| message),
-        "created_at": rfc3339(job.created_at_ms),
-        "started_at": job.started_at_ms.map(rfc3339),
-        "finished_at": job.finished_at_ms.map(rfc3339),
-    })
+    JobView {
+        job_id: &job.id,
+        state: job.state.as_str(),
+        model_spec: SpecView {
+            name: &job.model,
+            version: job.version(),
+        },
+        result,
+        error: job.error.as_ref().map(|(_, message)| message.as_str()),
+        created_at: rfc3339(job.created_at_ms),
+        started_at: job.started_at_ms.map(rfc3339),
+        finished_at: job.finished_at_ms.map(rfc3339),
+    }
 }
 
 fn timestamp(ms: u64) -> prost_types::Timestamp {
