@@ -8,6 +8,8 @@
 //!     train_classifier train --corpus relevance --fresh --out model_repo/dialog_relevance/1
 //!     train_classifier train --from model_repo/minilm/1 --train pairs.jsonl --dev dev.jsonl --out /tmp/m/1
 //!     train_classifier evaluate --model model_repo/dialog_relevance/1 --corpus relevance
+//!     train_classifier pretrain --text reviews.txt --corpus relevance --out /tmp/zh_mlm
+//!     train_classifier train --corpus relevance --from /tmp/zh_mlm --out model_repo/dialog_relevance/2
 //!     train_classifier train --corpus review --fresh --out model_repo/entity_review/1
 //!     train_classifier evaluate --model model_repo/entity_review/1 --spans data/eval/review_spans.jsonl
 //!     train_classifier predict --model model_repo/dialog_relevance/1 我头痛 还有点发烧
@@ -68,6 +70,9 @@ struct Data {
 #[derive(Subcommand)]
 enum Command {
     Train(TrainArgs),
+    /// Pre-train a small BERT from scratch with masked language modelling on plain text
+    /// (one document per line), for `train --from` to fine-tune.
+    Pretrain(PretrainArgs),
     /// Accuracy on the built-in corpus's test split or on a JSON-lines file (--dev).
     Evaluate(EvaluateArgs),
     /// Classify one text or one pair.
@@ -109,6 +114,39 @@ struct TrainArgs {
     /// 0 when fine-tuning), so unseen characters do not throw the model.
     #[arg(long)]
     token_dropout: Option<f64>,
+}
+
+#[derive(Args)]
+struct PretrainArgs {
+    /// Plain-text files, one document per line (repeat the flag for several). Long lines
+    /// are cut into sequences at sentence ends.
+    #[arg(long, required = true)]
+    text: Vec<PathBuf>,
+    /// The texts of a built-in corpus's training split (`--corpus relevance`) join the
+    /// pre-training text, so the vocabulary and the model know the wording fine-tuning sees.
+    #[command(flatten)]
+    data: Data,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 6000)]
+    vocab_size: usize,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 5e-4)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 64)]
+    max_len: usize,
+    /// Use at most this many sequences (a random sample), to bound the run's time.
+    #[arg(long, default_value_t = 200_000)]
+    max_sequences: usize,
 }
 
 #[derive(Args)]
@@ -294,6 +332,7 @@ fn main() -> anyhow::Result<()> {
     candle_serving::train::fit::keep_freed_memory();
     match Cli::parse().command {
         Command::Train(args) => train(args),
+        Command::Pretrain(args) => pretrain(args),
         Command::Evaluate(args) => evaluate(args),
         Command::Predict(args) => predict(args),
     }
@@ -395,6 +434,108 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     });
     publish_version(&out, &record, |dir| trained.write(dir))?;
     println!("wrote {} in {seconds:.0} s", out.display());
+    Ok(())
+}
+
+/// Pre-trains a small BERT with masked language modelling and writes a BERT folder.
+fn pretrain(args: PretrainArgs) -> anyhow::Result<()> {
+    use candle_serving::train::mlm::{pieces, pretrain, MlmOptions};
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+
+    let PretrainArgs {
+        text,
+        data,
+        out,
+        hidden,
+        layers,
+        heads,
+        vocab_size,
+        epochs,
+        batch_size,
+        learning_rate,
+        max_len,
+        max_sequences,
+    } = args;
+    if out.exists() {
+        bail!("{} exists; pick a new folder", out.display());
+    }
+    let started = Instant::now();
+    let mut sequences = Vec::new();
+    for path in &text {
+        let content = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for line in content.lines() {
+            sequences.extend(pieces(line, max_len.saturating_sub(2).max(8)));
+        }
+    }
+    let from_files = sequences.len();
+    if data.corpus.is_some() || data.train.is_some() {
+        let (_, train, _, _) = load_data(&data)?;
+        sequences.extend(
+            train
+                .into_iter()
+                .flat_map(|e| std::iter::once(e.text).chain(e.pair)),
+        );
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(data.seed);
+    sequences.shuffle(&mut rng);
+    sequences.truncate(max_sequences);
+    let dev_len = (sequences.len() / 50).clamp(1, 2000);
+    if sequences.len() < 2 * dev_len {
+        bail!("too little text: {} sequences", sequences.len());
+    }
+    let dev = sequences.split_off(sequences.len() - dev_len);
+    println!(
+        "{} sequences ({from_files} from the text files before sampling), {} held out",
+        sequences.len(),
+        dev.len()
+    );
+    let tokenizer = train_wordpiece(sequences.iter(), vocab_size, true, max_len)?;
+    let config = BertConfig::fresh(
+        tokenizer.get_vocab_size(true),
+        hidden,
+        layers,
+        heads,
+        max_len.max(16),
+        tokenizer.token_to_id("[PAD]").unwrap_or(0),
+    );
+    println!("WordPiece vocabulary of {} tokens", config.vocab_size);
+    let options = MlmOptions {
+        schedule: Schedule {
+            epochs,
+            batch_size,
+            learning_rate,
+            patience: epochs,
+            seed: data.seed,
+            ..ClassifierOptions::default().schedule
+        },
+        max_len,
+    };
+    let (bar, progress) = show_progress(sequences.len().div_ceil(batch_size) as u64, |a| {
+        format!("dev masked accuracy {a:.4}")
+    })?;
+    let trained = pretrain(config, tokenizer, &sequences, &dev, &options, progress)?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let record = serde_json::json!({
+        "trainer": "train_classifier pretrain",
+        "objective": "masked language modelling",
+        "texts": text.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "corpus": data.corpus,
+        "sequences": sequences.len(),
+        "seed": data.seed,
+        "best_epoch": trained.best_epoch,
+        "dev_masked_accuracy": trained.best_dev_accuracy,
+        "training_seconds": seconds,
+    });
+    publish_version(&out, &record, |dir| trained.write(dir))?;
+    println!(
+        "masked-token accuracy {:.4} on held-out text (epoch {}); wrote {} in {seconds:.0} s",
+        trained.best_dev_accuracy,
+        trained.best_epoch,
+        out.display()
+    );
     Ok(())
 }
 

@@ -9,5 +9,6 @@ pub mod classifier;
 pub mod corpus;
 pub mod fit;
 pub mod init;
+pub mod mlm;
 pub mod tagger;
 pub mod tagger_network;

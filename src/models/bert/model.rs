@@ -504,6 +504,11 @@ impl Bert {
         Ok(xs)
     }
 
+    /// The word embedding table, `[vocab, hidden]` (a masked-LM head's tied output layer).
+    pub fn word_embeddings(&self) -> &Tensor {
+        self.embeddings.word.embeddings()
+    }
+
     /// BERT's pooler: `tanh(dense(h[:, 0]))`, the sentence vector classifiers read.
     pub fn pool(&self, hidden: &Tensor) -> Result<Tensor> {
         self.pool_first(&hidden.narrow(1, 0, 1)?.squeeze(1)?)
