@@ -78,7 +78,8 @@ SYSTEMS = {"全身", "头部", "神经", "眼", "耳鼻喉", "口腔", "呼吸",
            "生殖", "皮肤", "骨骼肌肉", "精神", "内分泌"}
 WORD_RE = re.compile(r"^[\u4e00-\u9fff]{1,8}$")
 WORD_KINDS = ["degree", "frequency", "particle", "aspect", "negation", "negation_end", "topic_shift",
-              "closing", "greeting", "logistics", "complaint_question", "duration_severity", "person"]
+              "closing", "greeting", "logistics", "complaint_question", "duration_severity", "person",
+              "plain"]
 # Kinds whose rows are groups: each `person` row is the words for one person (孩子|宝宝|娃).
 REPEATABLE_KINDS = {"person"}
 # 头发 (hair) is no body part of a complaint; 胃口 (appetite) is, with 没有/不好 (食欲).

@@ -43,6 +43,9 @@ pub enum WordKind {
     DurationSeverity,
     /// Who a message is about; each row of this kind is one person's words (孩子|宝宝|娃).
     Person,
+    /// Everyday words that contain a body part, a sensation or a symptom's characters but
+    /// name none of them (石头, 低头, 空腹, 突然, 发热门诊): read as filler.
+    Plain,
 }
 
 impl WordKind {
@@ -61,6 +64,7 @@ impl WordKind {
             "complaint_question" => WordKind::ComplaintQuestion,
             "duration_severity" => WordKind::DurationSeverity,
             "person" => WordKind::Person,
+            "plain" => WordKind::Plain,
             _ => return None,
         })
     }

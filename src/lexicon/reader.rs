@@ -64,6 +64,7 @@ const NOT_NEGATIONS: &[&str] = &[
     "没事",
     "没多久",
     "没几天",
+    "没来",
     "没过",
     "要不要",
     "是不是",
@@ -80,6 +81,9 @@ const NOT_NEGATIONS: &[&str] = &[
     "区别",
     "别人",
 ];
+/// What the characters of a plain word (石头, 突然: `plain` in `words.csv`) become before
+/// reading: no table has it, it has no sound and it ends no clause, so it is filler.
+const PLAIN: char = '\u{E000}';
 /// Characters that join list items a negation keeps governing (没有发烧、咳嗽和头疼).
 const LIST_JOINERS: &str = "、和或及也都还跟与";
 /// Characters between a mention and a negation after it (发烧倒是没有).
@@ -121,6 +125,10 @@ pub struct Reader {
     compose: HashMap<(usize, usize), usize>,
     negations: HashSet<String>,
     negation_ends: HashSet<String>,
+    plain: HashMap<String, usize>,
+    longest_plain: usize,
+    /// The body system of each part (`body_parts.csv`), by the parts' index.
+    part_systems: Vec<String>,
     verbs: HashMap<String, usize>,
     longest_verb: usize,
     fever: Option<usize>,
@@ -215,6 +223,19 @@ fn number_at(text: &[char], i: usize) -> Option<(u32, usize)> {
 
 fn chars(s: &str) -> Vec<char> {
     s.chars().collect()
+}
+
+/// Whether the 多 at `k` is part of a quantity (两个多月, 十多天, 三天多): after a count and
+/// before a unit of time or weight, or after a count and its unit, it says "more than", not
+/// "much" (十多次 stays "many": how often is the complaint).
+fn quantity_more(text: &[char], k: usize) -> bool {
+    let count =
+        |j: usize| text[j].is_ascii_digit() || "一二两三四五六七八九十百千几个".contains(text[j]);
+    text[k] == '多'
+        && k > 0
+        && ((count(k - 1)
+            && (k + 1 == text.len() || "年月周星礼天日小钟分秒斤岁".contains(text[k + 1])))
+            || (k > 1 && "年月周天".contains(text[k - 1]) && count(k - 2)))
 }
 
 fn is_boundary(text: &[char], i: usize) -> bool {
@@ -321,6 +342,11 @@ impl Reader {
         let longest = |m: &HashMap<String, usize>| m.keys().map(|k| k.chars().count()).max();
         let set =
             |kind: WordKind| -> HashSet<String> { language.words(kind).iter().cloned().collect() };
+        let plain: HashMap<String, usize> = language
+            .words(WordKind::Plain)
+            .iter()
+            .map(|w| (w.clone(), 0))
+            .collect();
         let mut negations = set(WordKind::Negation);
         negations.extend(["不", "没", "没有", "无"].map(String::from));
         Reader {
@@ -328,6 +354,9 @@ impl Reader {
             longest_part: longest(&parts).unwrap_or(0),
             longest_sensation: longest(&sensations).unwrap_or(0),
             longest_verb: longest(&verbs).unwrap_or(0),
+            longest_plain: longest(&plain).unwrap_or(0),
+            plain,
+            part_systems: language.parts.iter().map(|p| p.system.clone()).collect(),
             verbs,
             fever: index.get("发热").copied(),
             high_pressure: index.get("血压升高").copied(),
@@ -403,16 +432,37 @@ impl Reader {
         })
     }
 
+    /// The folded text with the characters of its plain words (一低头就晕: 低头 names no
+    /// head; 石头, 空腹, 突然) made filler, so no reading takes them; positions are kept.
+    /// A longer surface that starts at the same place wins (夜里突然憋醒 stays a symptom).
+    fn prepare(&self, text: &str) -> Vec<char> {
+        let mut text = fold(text);
+        let mut i = 0;
+        while i < text.len() {
+            let plain = Self::longest_at(&self.plain, self.longest_plain, &text, i, 2);
+            let surface = Self::longest_at(&self.surfaces, self.longest_surface, &text, i, 2);
+            match (plain, surface) {
+                (Some((_, p)), Some((_, s))) if s >= p => i += s,
+                (Some((_, p)), _) => {
+                    text[i..i + p].fill(PLAIN);
+                    i += p;
+                }
+                (None, Some((_, s))) => i += s,
+                (None, None) => i += 1,
+            }
+        }
+        text
+    }
+
     /// Whether a real negation (not 不停, 受不了...) ends exactly at `end` or starts at `at`.
     fn negation_at(&self, text: &[char], at: usize) -> Option<usize> {
         let len = Self::word_at(&self.negations, text, at)?;
+        // A word that only looks negative overlapping the negation makes it no negation: 都没
+        // of 都没事, 都没来了 (a period that has not come).
         let fake = NOT_NEGATIONS.iter().any(|w| {
             let w = chars(w);
-            (0..w.len()).any(|back| {
-                at >= back
-                    && at - back + w.len() <= text.len()
-                    && text[at - back..][..w.len()] == w[..]
-            })
+            (at.saturating_sub(w.len() - 1)..at + len)
+                .any(|from| from + w.len() <= text.len() && text[from..][..w.len()] == w[..])
         });
         (!fake).then_some(len)
     }
@@ -420,7 +470,7 @@ impl Reader {
     /// Every mention in `text`, negated ones included (flagged), overlaps resolved longest
     /// first, in text order.
     pub fn scan(&self, text: &str) -> Vec<Found> {
-        let text = fold(text);
+        let text = self.prepare(text);
         let mut candidates = Vec::new();
         for i in 0..text.len() {
             if let Some((symptom, len)) =
@@ -508,8 +558,10 @@ impl Reader {
         let mut negated = false;
         // A list separator ends the part's reach too (糖尿病、血脂 is no 血尿).
         while k < text.len() && gap <= MAX_GAP && !is_boundary(text, k) && text[k] != '、' {
+            let mut skip = 1;
             if let Some((sensation, slen)) =
                 Self::longest_at(&self.sensations, self.longest_sensation, text, k, 1)
+                    .filter(|_| !quantity_more(text, k))
             {
                 if let Some(&symptom) = self.compose.get(&(part, sensation)) {
                     // A chained sensation's span is its own word: a longer reading of the
@@ -521,6 +573,9 @@ impl Reader {
                     gap = 0;
                     continue;
                 }
+                // A sensation word that means nothing for this part is read whole: 脸上一片
+                // 红斑 is no 斑 of the face.
+                skip = slen;
             }
             // Another body part: the sensation that follows is that part's.
             if k > i + plen
@@ -534,8 +589,8 @@ impl Reader {
             if Self::word_at(&self.negation_ends, text, k).is_some() {
                 negated = false;
             }
-            k += 1;
-            gap += 1;
+            k += skip;
+            gap += skip;
             // After a first sensation, only a short joiner may lead to the next.
             if !out.is_empty() && gap > 2 {
                 break;
@@ -573,9 +628,11 @@ impl Reader {
         let after: String = text[i + len..(i + len + 5).min(text.len())]
             .iter()
             .collect();
-        let adverb = ["老", "总", "一直", "又", "还", "就", "经常", "常"]
-            .iter()
-            .any(|a| before.ends_with(a));
+        let adverb = [
+            "老", "总", "老是", "总是", "一直", "又", "还", "就", "经常", "常",
+        ]
+        .iter()
+        .any(|a| before.ends_with(a));
         let manner = ["得", "个不停", "不停", "起来", "个没完"]
             .iter()
             .any(|a| after.starts_with(a));
@@ -629,10 +686,27 @@ impl Reader {
         out
     }
 
+    /// The body systems (`body_parts.csv`) of the body parts `text` names, in text order.
+    pub fn part_systems(&self, text: &str) -> Vec<String> {
+        let text = self.prepare(text);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < text.len() {
+            match Self::longest_at(&self.parts, self.longest_part, &text, i, 1) {
+                Some((part, len)) => {
+                    out.push(self.part_systems[part].clone());
+                    i += len;
+                }
+                None => i += 1,
+            }
+        }
+        out
+    }
+
     /// Whether `text` names a sensation before any body part of its clause (疼得睡不着,
     /// 又酸又胀): a complaint about whatever was already being talked about.
     pub fn bare_sensation(&self, text: &str) -> bool {
-        let text = fold(text);
+        let text = self.prepare(text);
         let mut part = false;
         let mut i = 0;
         while i < text.len() {
@@ -978,6 +1052,7 @@ impl Reader {
             })
             .collect();
         let folded = fold(text);
+        let prepared = self.prepare(text);
         let mut dropped = Vec::new();
         for span in spans {
             let span_chars = fold(span);
@@ -985,6 +1060,11 @@ impl Reader {
                 .find(|&i| folded[i..].starts_with(&span_chars));
             if let Some(at) = at {
                 let end = at + span_chars.len();
+                // Inside a plain word (发热 of 发热门诊): no symptom at all.
+                if end > at && prepared[at..end].iter().all(|&c| c == PLAIN) {
+                    dropped.push(span.clone());
+                    continue;
+                }
                 // A reading already covers it (and decided about its negation).
                 if found.iter().any(|f| f.start < end && at < f.end) {
                     continue;
@@ -1045,6 +1125,67 @@ mod tests {
         ] {
             assert_eq!(read(&r, text), symptoms, "{text}");
         }
+    }
+
+    #[test]
+    fn a_sensation_word_is_read_whole_and_belongs_to_its_part() {
+        let r = reader();
+        for (text, want, not) in [
+            // 红斑 is a symptom of its own, not the face's pigment (斑).
+            ("左边脸上长了块红斑", "红斑", "色素沉着"),
+            // A cold sweat is sweating, not feeling cold.
+            ("出了一身虚汗", "多汗", "畏寒"),
+            // Woken up by breathlessness is not waking early.
+            ("睡到一半被憋醒了", "夜间憋醒", "早醒"),
+            // Blisters on one hand are blisters; on hands and feet, hand-foot-mouth's.
+            ("右手上起了几个水泡", "水疱", "手足疱疹"),
+            ("手脚心冒出些小泡", "手足疱疹", "水疱"),
+            ("嘴巴里长了两个泡，喝水都疼", "口腔溃疡", "水疱"),
+        ] {
+            let found = read(&r, text);
+            assert!(found.contains(&want.to_string()), "{text}: {found:?}");
+            assert!(!found.contains(&not.to_string()), "{text}: {found:?}");
+        }
+        for (text, symptom) in [
+            ("脖子好像粗了一圈", "颈部肿大"),
+            ("他总是吐", "呕吐"),
+            ("这两天总是吐酸水", "反酸"),
+        ] {
+            assert_eq!(read(&r, text), [symptom], "{text}");
+        }
+        assert!(read(&r, "小便少，颜色深得很").contains(&"尿色加深".to_string()));
+        // The snoring sound in the breath is a wheeze; a period that has not come for more
+        // than two months has stopped (没来 is the complaint, not a denial, and 多 of a
+        // quantity is "more than", not "a lot"); aching legs are the muscles.
+        for (text, symptom) in [
+            ("他呼吸起来有呼噜呼噜的声音", "喘息"),
+            ("大姨妈两个多月都没来了", "闭经"),
+            ("这两天两条腿酸得很", "肌肉疼痛"),
+        ] {
+            assert_eq!(read(&r, text), [symptom], "{text}");
+        }
+    }
+
+    #[test]
+    fn plain_words_are_no_body_part_and_no_complaint() {
+        let r = reader();
+        for (text, want, not) in [
+            ("一抬头脖子就疼", "颈部疼痛", "头痛"),
+            ("头几天嗓子疼，现在好了点", "咽痛", "头痛"),
+            ("他突然眼睛痛起来", "眼痛", "眼球突出"),
+            ("空腹的时候胃疼", "上腹痛", "腹痛"),
+        ] {
+            let found = read(&r, text);
+            assert!(found.contains(&want.to_string()), "{text}: {found:?}");
+            assert!(!found.contains(&not.to_string()), "{text}: {found:?}");
+        }
+        assert_eq!(read(&r, "发热门诊在几楼"), Vec::<String>::new());
+        // The tagger's span inside a plain word is no symptom either.
+        let (located, dropped) = r.locate_with_spans("发热门诊在几楼", &["发热".to_string()]);
+        assert!(located.is_empty(), "{located:?}");
+        assert_eq!(dropped, ["发热"]);
+        // A surface that holds a plain word is still that symptom.
+        assert_eq!(read(&r, "夜里突然憋醒"), ["夜间憋醒"]);
     }
 
     #[test]
