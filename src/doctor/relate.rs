@@ -7,11 +7,15 @@
 //!   consultation; otherwise it continues when a sensation in it has no body part (疼得睡不着:
 //!   the pain already talked about), when it is a whole-body symptom (fever, fatigue) or
 //!   shares a disease with a symptom the conversation has (腰痛 → 尿血: both are 肾结石's),
-//!   unless it comes after 对了 / 另外. Anything else is a new consultation.
+//!   unless it comes after 对了 / 另外. When the last message was about someone else (宝宝湿疹)
+//!   and this one is the writer's own complaint of another system (我最近总是头疼), it is a
+//!   new consultation too. Anything else is a new consultation.
 //! - A message without symptoms is a new topic when it is about the hospital (挂号, 医保);
 //!   it continues when it asks about the complaint (要紧吗, 吃什么药) or says how long or how
 //!   bad; thanks, greetings and an announced new topic (对了, 另外) are not; a sensation
-//!   without a body part (又酸又胀: the part already talked about) continues.
+//!   without a body part (又酸又胀: the part already talked about) continues. After 对了,
+//!   only a question continues (对了，这个要不要做CT), and not one about a body part of
+//!   another system (对了，我脚上长了个东西，怎么办).
 //! - Anything else (no symptoms, no cue) goes to the relevance model.
 
 use std::collections::{BTreeSet, HashMap};
@@ -44,6 +48,9 @@ pub struct Relatedness {
     closing: Vec<String>,
     greeting: Vec<String>,
     logistics: Vec<String>,
+    /// Questions about the complaint (要紧吗, 吃什么药).
+    questions: Vec<String>,
+    /// Questions, and how long or how bad (三天了, 越来越厉害).
     about: Vec<String>,
 }
 
@@ -58,7 +65,8 @@ impl Relatedness {
             diseases.entry(s.clone()).or_default().insert(d.clone());
         }
         let words = |kind| lexicon.language.words(kind).to_vec();
-        let mut about = words(WordKind::ComplaintQuestion);
+        let questions = words(WordKind::ComplaintQuestion);
+        let mut about = questions.clone();
         about.extend(words(WordKind::DurationSeverity));
         Relatedness {
             system: lexicon
@@ -72,7 +80,60 @@ impl Relatedness {
             closing: words(WordKind::Closing),
             greeting: words(WordKind::Greeting),
             logistics: words(WordKind::Logistics),
+            questions,
             about,
+        }
+    }
+
+    /// The person `text` is about when it opens with one (宝宝湿疹, 我儿子发烧: after any
+    /// topic-shift words and 我/我家), as an index into the `person` rows; `Some(None)` when
+    /// the writer speaks of themself (我最近头疼) and names nobody else, not even 他/她;
+    /// `None` when it cannot tell.
+    fn subject(&self, text: &str) -> Option<Option<usize>> {
+        let mut rest = text;
+        let mut mine = false;
+        let opens = loop {
+            let t = rest.trim_start_matches(|c: char| {
+                c.is_whitespace() || c.is_ascii_punctuation() || "，。！？、：；…".contains(c)
+            });
+            let group = self
+                .people
+                .iter()
+                .position(|g| g.iter().any(|w| t.starts_with(w.as_str())));
+            if group.is_some() {
+                break group;
+            }
+            let shift = self
+                .topic_shift
+                .iter()
+                .map(String::as_str)
+                .find(|w| t.starts_with(w));
+            let own = ["我的", "我家", "咱家", "俺家", "我", "俺"]
+                .into_iter()
+                .find(|w| t.starts_with(w));
+            match (shift, own) {
+                (Some(w), _) => rest = &t[w.len()..],
+                (None, Some(w)) => {
+                    mine |= w == "我" || w == "俺";
+                    rest = &t[w.len()..];
+                }
+                (None, None) => break None,
+            }
+        };
+        match opens {
+            Some(g) => Some(Some(g)),
+            None if mine
+                && !text.contains('他')
+                && !text.contains('她')
+                && !self
+                    .people
+                    .iter()
+                    .flatten()
+                    .any(|w| text.contains(w.as_str())) =>
+            {
+                Some(None)
+            }
+            None => None,
         }
     }
 
@@ -131,11 +192,21 @@ impl Relatedness {
         let shift = contains_any(new_text, &self.topic_shift);
         let another = self.another_person(before_text, new_text);
         if !new.is_empty() {
+            let system = |s: &String| self.system.get(s).map(String::as_str);
+            // 宝宝湿疹 → 我最近总是头疼: the writer's own complaint, not the child's.
+            let own_complaint = || {
+                new.iter()
+                    .any(|s| system(s).is_some_and(|x| x != WHOLE_BODY))
+                    && matches!(self.subject(before_text), Some(Some(_)))
+                    && self.subject(new_text) == Some(None)
+            };
             if before.is_empty() {
                 // Nothing known to continue: only an announced new topic is certain.
+                if own_complaint() {
+                    return Some((false, Why::AnotherPerson));
+                }
                 return (shift || another).then_some((false, Why::NewTopic));
             }
-            let system = |s: &String| self.system.get(s).map(String::as_str);
             let systems: BTreeSet<&str> = before
                 .iter()
                 .filter_map(system)
@@ -145,6 +216,9 @@ impl Relatedness {
                 return Some((true, Why::SameSystem));
             }
             if another {
+                return Some((false, Why::AnotherPerson));
+            }
+            if own_complaint() {
                 return Some((false, Why::AnotherPerson));
             }
             if shift {
@@ -185,7 +259,23 @@ impl Relatedness {
                 || (t.chars().count() <= 8 && contains_any(t, &self.greeting))
         };
         let after_a_complaint = !before.is_empty() || !chit_chat(before_text);
-        if after_a_complaint && contains_any(new_text, &self.about) {
+        // After 对了 only a question still asks about the complaint, and not one about a body
+        // part of another system (对了，我脚上长了个鸡眼，怎么办).
+        let about = if shift {
+            let systems: BTreeSet<String> = before
+                .iter()
+                .filter_map(|s| self.system.get(s).cloned())
+                .chain(reader.part_systems(before_text))
+                .collect();
+            contains_any(new_text, &self.questions)
+                && reader
+                    .part_systems(new_text)
+                    .iter()
+                    .all(|s| systems.contains(s))
+        } else {
+            contains_any(new_text, &self.about)
+        };
+        if after_a_complaint && about {
             return Some((true, Why::AboutTheComplaint));
         }
         if chit_chat(new_text) {
@@ -236,6 +326,19 @@ mod tests {
             decide("腰疼得厉害", "尿里有血"),
             Some((true, Why::SharedDisease))
         );
+        // Whether it heals, whether to see a doctor, when it is worst.
+        assert_eq!(
+            decide("腰疼", "贴膏药能好吗"),
+            Some((true, Why::AboutTheComplaint))
+        );
+        assert_eq!(
+            decide("孩子老是流鼻血", "用不用去医院看看"),
+            Some((true, Why::AboutTheComplaint))
+        );
+        assert_eq!(
+            decide("我心慌", "晚上躺下的时候最明显"),
+            Some((true, Why::AboutTheComplaint))
+        );
     }
 
     #[test]
@@ -277,6 +380,34 @@ mod tests {
         // Another person mentioned as context is no new patient.
         assert_eq!(
             decide("嗓子疼", "会传染吗，家里有老人"),
+            Some((true, Why::AboutTheComplaint))
+        );
+        // The child's complaint, then the parent's own of another system.
+        assert_eq!(
+            decide("孩子身上起了好多红疹", "我这几天老是胃疼"),
+            Some((false, Why::AnotherPerson))
+        );
+        assert_eq!(
+            decide("我闺女出水痘了", "我自己这两天也牙疼"),
+            Some((false, Why::AnotherPerson))
+        );
+        // ...but the parent reporting on the child continues it.
+        assert_eq!(
+            decide("孩子身上起了好多红疹", "我看他后背也痒"),
+            Some((true, Why::SameSystem))
+        );
+        // After 对了, a word of time is no question about the complaint, and a question
+        // about a part of another system is a new topic.
+        assert_eq!(
+            decide("牙疼", "另外，我最近搬家了"),
+            Some((false, Why::NewTopic))
+        );
+        assert_eq!(
+            decide("我喉咙痛", "对了，我手指上长了个倒刺，怎么办"),
+            Some((false, Why::NewTopic))
+        );
+        assert_eq!(
+            decide("我喉咙痛", "对了，这个要不要做检查"),
             Some((true, Why::AboutTheComplaint))
         );
     }
