@@ -6,6 +6,7 @@
 //!     cargo run --release --features doctor --bin doctor_eval
 //!     cargo run --release --features doctor --bin doctor_eval -- --errors 50
 //!     cargo run --release --features doctor --bin doctor_eval -- --model_server 127.0.0.1:8500
+//!     cargo run --release --features doctor --bin doctor_eval -- --read "嗓子眼儿有点疼"
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use candle_serving::doctor::graph::EmbeddedGraph;
 use candle_serving::doctor::model_client::ModelClient;
 use candle_serving::doctor::session::MemoryStore;
 use candle_serving::doctor::Doctor;
-use candle_serving::lexicon::Lexicon;
+use candle_serving::lexicon::{Lexicon, Reader};
 use candle_serving::server::{Server, ServerOptions};
 
 #[derive(Parser)]
@@ -55,6 +56,11 @@ struct Cli {
     /// How many misses of each kind to print.
     #[arg(long, default_value_t = 15)]
     errors: usize,
+    /// Instead of scoring, show how the doctor reads this message: each reading of the
+    /// lexicon (how, where, negated or not), the tagger's spans and the symptoms kept.
+    /// Repeat the flag for several messages.
+    #[arg(long)]
+    read: Vec<String>,
 }
 
 #[tokio::main]
@@ -84,6 +90,16 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(10),
     )?
     .with_review_model(&cli.review_model);
+    if !cli.read.is_empty() {
+        let reader = Reader::new(&lexicon);
+        for text in &cli.read {
+            explain(&reader, &models, text).await?;
+        }
+        if let Some(server) = server {
+            server.shutdown().await?;
+        }
+        return Ok(());
+    }
     let doctor = Doctor::new(
         models,
         Arc::new(MemoryStore::default()),
@@ -110,6 +126,38 @@ async fn main() -> anyhow::Result<()> {
         "{} answers had a dependency down",
         report.degraded
     );
+    Ok(())
+}
+
+/// Prints the readings of `text`, the tagger's spans and the symptoms the doctor keeps.
+async fn explain(reader: &Reader, models: &ModelClient, text: &str) -> anyhow::Result<()> {
+    let chars: Vec<char> = text.chars().collect();
+    println!("{text}");
+    for f in reader.scan(text) {
+        let said: String = chars[f.start..f.end].iter().collect();
+        let negated = if f.negated { "  (negated)" } else { "" };
+        println!(
+            "  {:<12} {said} → {}{negated}",
+            format!("{:?}", f.how),
+            f.symptom
+        );
+    }
+    let spans: Vec<String> = models
+        .entities(text)
+        .await?
+        .into_iter()
+        .filter(|m| m.kind == "SYM")
+        .map(|m| m.text)
+        .collect();
+    println!("  tagger spans {spans:?}");
+    let (located, dropped) = reader.locate_with_spans(text, &spans);
+    let mut kept: Vec<String> = Vec::new();
+    for l in located {
+        if !kept.contains(&l.symptom) {
+            kept.push(l.symptom);
+        }
+    }
+    println!("  symptoms {kept:?}  dropped spans {dropped:?}");
     Ok(())
 }
 
