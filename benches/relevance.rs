@@ -21,7 +21,7 @@ use common::repo_root;
 fn main() {
     let lexicon = Lexicon::shipped().unwrap();
     let pairs = PairGenerator::new(&lexicon, 11).corpus(Split::Test, 1000);
-    let dir = repo_root().join("model_repo/dialog_relevance/1");
+    let dir = repo_root().join("model_repo/dialog_relevance/2");
     let config: BertConfig =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let servable = ClassifierServable::load(&dir, &config, &LoadOptions::default()).unwrap();

@@ -12,7 +12,7 @@
 //!     train_classifier train --corpus relevance --from /tmp/zh_mlm --out model_repo/dialog_relevance/2
 //!     train_classifier train --corpus review --fresh --out model_repo/entity_review/1
 //!     train_classifier evaluate --model model_repo/entity_review/1 --spans data/eval/review_spans.jsonl
-//!     train_classifier predict --model model_repo/dialog_relevance/1 我头痛 还有点发烧
+//!     train_classifier predict --model model_repo/dialog_relevance/2 我头痛 还有点发烧
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

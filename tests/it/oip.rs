@@ -45,7 +45,7 @@ async fn server() -> (TestServer, tempfile::TempDir) {
     let mut s = TestServer::with_config(&config(dir.path()), dir.path()).await;
     s.wait_for("minilm", 1, AVAILABLE).await;
     s.wait_for("symptom_ner", 2, AVAILABLE).await;
-    s.wait_for("dialog_relevance", 1, AVAILABLE).await;
+    s.wait_for("dialog_relevance", 2, AVAILABLE).await;
     s.wait_for("cls", 1, AVAILABLE).await;
     s.wait_for("cls", 2, AVAILABLE).await;
     (s, dir)

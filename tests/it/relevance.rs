@@ -23,13 +23,14 @@ use common::*;
 use tokenizers::Tokenizer;
 
 fn shipped() -> std::path::PathBuf {
-    repo_root().join("model_repo/dialog_relevance/1")
+    repo_root().join("model_repo/dialog_relevance/2")
 }
 
 /// Pairs a reader would label at once: (first message, second message, related). The
-/// shipped model is not good enough for every clear pair (README, "weak points"): it calls
-/// 眼睛又干又痒 → 还有点怕光 and 我老是尿频尿急 → 还有尿痛 unrelated, and 咳嗽发烧 → 红疹浑身痒
-/// related. These are the clear pairs it does get right; the test guards them.
+/// shipped model (version 2, pre-trained on Chinese text before fine-tuning) is not good
+/// enough for every clear pair (README, "weak points"): it calls 我老是尿频尿急 → 还有尿痛
+/// unrelated and 咳嗽发烧 → 红疹浑身痒 related. These are the clear pairs it does get right,
+/// one more than version 1 did (眼睛又干又痒 → 还有点怕光); the test guards them.
 const CLEAR: &[(&str, &str, bool)] = &[
     ("我这两天咳嗽，还有点发烧", "而且痰多", true),
     ("而且痰多", "还有个事，我眼睛痒", false),
@@ -39,6 +40,7 @@ const CLEAR: &[(&str, &str, bool)] = &[
     ("我肚子疼，还拉肚子", "挂号在哪", false),
     ("孩子发烧了", "晚上更厉害", true),
     ("眼睛又干又痒", "你好", false),
+    ("眼睛又干又痒", "还有点怕光", true),
 ];
 
 #[tokio::test]
@@ -48,7 +50,7 @@ async fn the_shipped_model_answers_predict_and_classify_over_grpc() {
         repo_root().join("model_repo/dialog_relevance").display()
     );
     let mut s = TestServer::with_config(&config, &repo_root()).await;
-    s.wait_for("dialog_relevance", 1, 30).await;
+    s.wait_for("dialog_relevance", 2, 30).await;
 
     let firsts: Vec<&str> = CLEAR.iter().map(|c| c.0).collect();
     let seconds: Vec<&str> = CLEAR.iter().map(|c| c.1).collect();
