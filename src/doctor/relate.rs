@@ -148,34 +148,7 @@ impl Relatedness {
     /// and a possessive (我, 我家), it opens with a person `before` does not mention
     /// (我儿子最近近视了). A person named later is context, not the subject (会传染吗，家里有老人).
     fn another_subject(&self, before: &str, text: &str) -> bool {
-        let opens_with_person = |t: &str| {
-            self.people
-                .iter()
-                .flatten()
-                .any(|w| t.starts_with(w.as_str()))
-        };
-        let mut rest = text;
-        let subject = loop {
-            let t = rest.trim_start_matches(|c: char| {
-                c.is_whitespace() || c.is_ascii_punctuation() || "，。！？、：；…".contains(c)
-            });
-            let shift = self
-                .topic_shift
-                .iter()
-                .map(String::as_str)
-                .find(|w| t.starts_with(w));
-            // 我妈 is a person word that starts with 我: drop 我 only before something else.
-            let own = ["我的", "我家", "咱家", "俺家", "我"]
-                .into_iter()
-                .find(|w| t.starts_with(w) && !opens_with_person(t));
-            match shift.or(own) {
-                Some(w) => rest = &t[w.len()..],
-                None => break t,
-            }
-        };
-        self.people.iter().any(|group| {
-            !contains_any(before, group) && group.iter().any(|w| subject.starts_with(w.as_str()))
-        })
+        matches!(self.subject(text), Some(Some(g)) if !contains_any(before, &self.people[g]))
     }
 
     /// Whether `new_text` (whose symptoms are `new`) continues a conversation whose last
