@@ -470,38 +470,42 @@ impl Reader {
     /// Every mention in `text`, negated ones included (flagged), overlaps resolved longest
     /// first, in text order.
     pub fn scan(&self, text: &str) -> Vec<Found> {
-        let text = self.prepare(text);
+        self.scan_prepared(&self.prepare(text))
+    }
+
+    /// [`Self::scan`] on text [`Self::prepare`] has made ready.
+    fn scan_prepared(&self, text: &[char]) -> Vec<Found> {
         let mut candidates = Vec::new();
         for i in 0..text.len() {
             if let Some((symptom, len)) =
-                Self::longest_at(&self.surfaces, self.longest_surface, &text, i, 2)
+                Self::longest_at(&self.surfaces, self.longest_surface, text, i, 2)
             {
                 candidates.push(self.found(symptom, i, i + len, How::Surface, false));
             }
-            candidates.extend(self.composition_at(&text, i));
-            if let Some(c) = self.temperature_at(&text, i) {
+            candidates.extend(self.composition_at(text, i));
+            if let Some(c) = self.temperature_at(text, i) {
                 candidates.push(c);
             }
-            if let Some(c) = self.measurement_at(&text, i) {
+            if let Some(c) = self.measurement_at(text, i) {
                 candidates.push(c);
             }
-            if let Some(c) = self.days_without_stool_at(&text, i) {
+            if let Some(c) = self.days_without_stool_at(text, i) {
                 candidates.push(c);
             }
-            if let Some(c) = self.radiation_at(&text, i) {
+            if let Some(c) = self.radiation_at(text, i) {
                 candidates.push(c);
             }
-            if let Some(c) = self.night_urination_at(&text, i) {
+            if let Some(c) = self.night_urination_at(text, i) {
                 candidates.push(c);
             }
-            if let Some(c) = self.verb_at(&text, i) {
+            if let Some(c) = self.verb_at(text, i) {
                 candidates.push(c);
             }
-            if let Some(c) = self.sound_at(&text, i) {
+            if let Some(c) = self.sound_at(text, i) {
                 candidates.push(c);
             }
         }
-        candidates.extend(self.elided(&text));
+        candidates.extend(self.elided(text));
         // Longest first, then surfaces before compositions before temperatures.
         candidates.sort_by_key(|c| (std::cmp::Reverse(c.end - c.start), c.how, c.start));
         let mut taken: Vec<Found> = Vec::new();
@@ -513,11 +517,11 @@ impl Reader {
         taken.sort_by_key(|f| f.start);
         for k in 0..taken.len() {
             let negated = taken[k].negated
-                || self.negated_before(&text, taken[k].start, &taken)
-                || self.negated_after(&text, taken[k].end)
+                || self.negated_before(text, taken[k].start, &taken)
+                || self.negated_after(text, taken[k].end)
                 || (k > 0
                     && taken[k - 1].negated
-                    && self.joined(&text, taken[k - 1].end, taken[k].start));
+                    && self.joined(text, taken[k - 1].end, taken[k].start));
             taken[k].negated = negated;
         }
         taken
@@ -1041,7 +1045,8 @@ impl Reader {
     /// said it (a symptom said twice comes twice), for a reviewer that judges mentions in
     /// their context.
     pub fn locate_with_spans(&self, text: &str, spans: &[String]) -> (Vec<Located>, Vec<String>) {
-        let found = self.scan(text);
+        let prepared = self.prepare(text);
+        let found = self.scan_prepared(&prepared);
         let mut located: Vec<Located> = found
             .iter()
             .filter(|f| !f.negated)
@@ -1052,7 +1057,6 @@ impl Reader {
             })
             .collect();
         let folded = fold(text);
-        let prepared = self.prepare(text);
         let mut dropped = Vec::new();
         for span in spans {
             let span_chars = fold(span);
@@ -1096,6 +1100,15 @@ mod tests {
         Reader::new(&Lexicon::shipped().unwrap())
     }
 
+    /// Each (text, want, not): reading text finds want and not not.
+    fn reads_one_not_other(r: &Reader, cases: &[(&str, &str, &str)]) {
+        for (text, want, not) in cases {
+            let found = read(r, text);
+            assert!(found.contains(&want.to_string()), "{text}: {found:?}");
+            assert!(!found.contains(&not.to_string()), "{text}: {found:?}");
+        }
+    }
+
     fn read(r: &Reader, text: &str) -> Vec<String> {
         r.symptoms(text)
     }
@@ -1130,22 +1143,21 @@ mod tests {
     #[test]
     fn a_sensation_word_is_read_whole_and_belongs_to_its_part() {
         let r = reader();
-        for (text, want, not) in [
-            // 红斑 is a symptom of its own, not the face's pigment (斑).
-            ("左边脸上长了块红斑", "红斑", "色素沉着"),
-            // A cold sweat is sweating, not feeling cold.
-            ("出了一身虚汗", "多汗", "畏寒"),
-            // Woken up by breathlessness is not waking early.
-            ("睡到一半被憋醒了", "夜间憋醒", "早醒"),
-            // Blisters on one hand are blisters; on hands and feet, hand-foot-mouth's.
-            ("右手上起了几个水泡", "水疱", "手足疱疹"),
-            ("手脚心冒出些小泡", "手足疱疹", "水疱"),
-            ("嘴巴里长了两个泡，喝水都疼", "口腔溃疡", "水疱"),
-        ] {
-            let found = read(&r, text);
-            assert!(found.contains(&want.to_string()), "{text}: {found:?}");
-            assert!(!found.contains(&not.to_string()), "{text}: {found:?}");
-        }
+        reads_one_not_other(
+            &r,
+            &[
+                // 红斑 is a symptom of its own, not the face's pigment (斑).
+                ("左边脸上长了块红斑", "红斑", "色素沉着"),
+                // A cold sweat is sweating, not feeling cold.
+                ("出了一身虚汗", "多汗", "畏寒"),
+                // Woken up by breathlessness is not waking early.
+                ("睡到一半被憋醒了", "夜间憋醒", "早醒"),
+                // Blisters on one hand are blisters; on hands and feet, hand-foot-mouth's.
+                ("右手上起了几个水泡", "水疱", "手足疱疹"),
+                ("手脚心冒出些小泡", "手足疱疹", "水疱"),
+                ("嘴巴里长了两个泡，喝水都疼", "口腔溃疡", "水疱"),
+            ],
+        );
         for (text, symptom) in [
             ("脖子好像粗了一圈", "颈部肿大"),
             ("他总是吐", "呕吐"),
@@ -1169,16 +1181,15 @@ mod tests {
     #[test]
     fn plain_words_are_no_body_part_and_no_complaint() {
         let r = reader();
-        for (text, want, not) in [
-            ("一抬头脖子就疼", "颈部疼痛", "头痛"),
-            ("头几天嗓子疼，现在好了点", "咽痛", "头痛"),
-            ("他突然眼睛痛起来", "眼痛", "眼球突出"),
-            ("空腹的时候胃疼", "上腹痛", "腹痛"),
-        ] {
-            let found = read(&r, text);
-            assert!(found.contains(&want.to_string()), "{text}: {found:?}");
-            assert!(!found.contains(&not.to_string()), "{text}: {found:?}");
-        }
+        reads_one_not_other(
+            &r,
+            &[
+                ("一抬头脖子就疼", "颈部疼痛", "头痛"),
+                ("头几天嗓子疼，现在好了点", "咽痛", "头痛"),
+                ("他突然眼睛痛起来", "眼痛", "眼球突出"),
+                ("空腹的时候胃疼", "上腹痛", "腹痛"),
+            ],
+        );
         assert_eq!(read(&r, "发热门诊在几楼"), Vec::<String>::new());
         // The tagger's span inside a plain word is no symptom either.
         let (located, dropped) = r.locate_with_spans("发热门诊在几楼", &["发热".to_string()]);
