@@ -7,9 +7,9 @@
 //!   consultation; otherwise it continues when a sensation in it has no body part (疼得睡不着:
 //!   the pain already talked about), when it is a whole-body symptom (fever, fatigue) or
 //!   shares a disease with a symptom the conversation has (腰痛 → 尿血: both are 肾结石's),
-//!   unless it comes after 对了 / 另外. When the last message was about someone else (宝宝湿疹)
-//!   and this one is the writer's own complaint of another system (我最近总是头疼), it is a
-//!   new consultation too. Anything else is a new consultation.
+//!   unless it comes after 对了 / 另外, or unless the last message was about someone else
+//!   (宝宝湿疹) and this one is the writer's own complaint of another system (我最近总是头疼).
+//!   Anything else is a new consultation.
 //! - A message without symptoms is a new topic when it is about the hospital (挂号, 医保);
 //!   it continues when it asks about the complaint (要紧吗, 吃什么药) or says how long or how
 //!   bad; thanks, greetings and an announced new topic (对了, 另外) are not; a sensation
@@ -50,8 +50,8 @@ pub struct Relatedness {
     logistics: Vec<String>,
     /// Questions about the complaint (要紧吗, 吃什么药).
     questions: Vec<String>,
-    /// Questions, and how long or how bad (三天了, 越来越厉害).
-    about: Vec<String>,
+    /// How long or how bad (三天了, 越来越厉害).
+    duration: Vec<String>,
 }
 
 fn contains_any(text: &str, words: &[String]) -> bool {
@@ -65,9 +65,6 @@ impl Relatedness {
             diseases.entry(s.clone()).or_default().insert(d.clone());
         }
         let words = |kind| lexicon.language.words(kind).to_vec();
-        let questions = words(WordKind::ComplaintQuestion);
-        let mut about = questions.clone();
-        about.extend(words(WordKind::DurationSeverity));
         Relatedness {
             system: lexicon
                 .symptoms
@@ -80,8 +77,8 @@ impl Relatedness {
             closing: words(WordKind::Closing),
             greeting: words(WordKind::Greeting),
             logistics: words(WordKind::Logistics),
-            questions,
-            about,
+            questions: words(WordKind::ComplaintQuestion),
+            duration: words(WordKind::DurationSeverity),
         }
     }
 
@@ -246,7 +243,7 @@ impl Relatedness {
                     .iter()
                     .all(|s| systems.contains(s))
         } else {
-            contains_any(new_text, &self.about)
+            contains_any(new_text, &self.questions) || contains_any(new_text, &self.duration)
         };
         if after_a_complaint && about {
             return Some((true, Why::AboutTheComplaint));
