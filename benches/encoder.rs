@@ -2,7 +2,10 @@
 //! sentences of `data/bench/short.txt` and `long.txt` in batches of 1, 8 and 32 through
 //! the embedding servable, the way the server runs a batch.
 //!
-//!     cargo bench --bench encoder [-- --seconds 5 --json out.json --int8]
+//!     cargo bench --bench encoder [-- --seconds 5 --json out.json --int8 --file short --batch 1]
+//!
+//! With `--int8` it first prints how far the int8 embeddings are from fp32 (lowest cosine over
+//! the reference and benchmark sentences), so a speed figure never comes without its accuracy.
 //!
 //! Threads: the matmuls use gemm's rayon pool (`RAYON_NUM_THREADS`, default the physical
 //! cores); everything else runs on the calling thread.
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use candle_serving::models::{load_servable_with, LoadOptions};
 use candle_serving::servable::Inputs;
 use candle_serving::tensor::Tensor;
-use common::{arg, repo_root};
+use common::{arg, cosine, repo_root};
 
 fn main() {
     let seconds: f64 = arg("--seconds").map_or(5.0, |s| s.parse().expect("--seconds"));
@@ -29,13 +32,43 @@ fn main() {
         "candle-serving"
     };
     let bench = repo_root().join("data/bench");
+    if int8 {
+        let fp32 = load_servable_with(&dir, &LoadOptions { int8: false }).unwrap();
+        let texts = accuracy_sentences();
+        let embed = |s: &dyn candle_serving::servable::Servable| {
+            let inputs = Inputs::from([("text".to_string(), Tensor::strings(texts.iter()))]);
+            let out = s.run("serving_default", &inputs).unwrap();
+            match out["embeddings"].data() {
+                candle_serving::tensor::TensorData::Float(v) => v.clone(),
+                other => panic!("embeddings are {:?}", other.dtype()),
+            }
+        };
+        let (a, b) = (embed(fp32.as_ref()), embed(servable.as_ref()));
+        let lowest = a
+            .chunks(384)
+            .zip(b.chunks(384))
+            .map(|(a, b)| cosine(a, b))
+            .fold(1f32, f32::min);
+        println!(
+            "int8 vs fp32 over {} sentences: lowest cosine {lowest:.5}",
+            texts.len()
+        );
+    }
     let mut results = Vec::new();
     println!("| file | batch | sentences/s | mean per call |");
     println!("|---|---|---|---|");
+    let only_file = arg("--file");
+    let only_batch: Option<usize> = arg("--batch").map(|b| b.parse().expect("--batch"));
     for file in ["short", "long"] {
+        if only_file.as_deref().is_some_and(|f| f != file) {
+            continue;
+        }
         let text = std::fs::read_to_string(bench.join(format!("{file}.txt"))).unwrap();
         let sentences: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         for batch in [1usize, 8, 32] {
+            if only_batch.is_some_and(|b| b != batch) {
+                continue;
+            }
             let batches: Vec<Inputs> = sentences
                 .chunks(batch)
                 .filter(|c| c.len() == batch)
@@ -67,4 +100,24 @@ fn main() {
     if let Some(path) = arg("--json") {
         std::fs::write(path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     }
+}
+
+/// The reference sentences and both benchmark files.
+fn accuracy_sentences() -> Vec<String> {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/data/minilm_embeddings.json")).unwrap(),
+    )
+    .unwrap();
+    let mut texts: Vec<String> = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    for file in ["short", "long"] {
+        let text =
+            std::fs::read_to_string(repo_root().join(format!("data/bench/{file}.txt"))).unwrap();
+        texts.extend(text.lines().filter(|l| !l.trim().is_empty()).map(String::from));
+    }
+    texts
 }

@@ -74,10 +74,10 @@ async fn embeddings_match_the_sentence_transformers_reference() {
     s.stop().await;
 }
 
-/// `--int8_models`: the same weights served with 8-bit dense layers stay within cosine 0.99
+/// `--int8_models`: the same weights served with int8 dense layers stay within cosine 0.999
 /// of fp32 on every reference and benchmark sentence, and really are different numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn int8_embeddings_stay_within_cosine_0_99_of_fp32() {
+async fn int8_embeddings_stay_within_cosine_0_999_of_fp32() {
     let base = minilm_dir().parent().unwrap().to_path_buf();
     let config = format!(
         r#"model_config_list {{
@@ -125,7 +125,7 @@ async fn int8_embeddings_stay_within_cosine_0_99_of_fp32() {
         lowest = lowest.min(cosine(a, b));
     }
     assert!(
-        lowest >= 0.99,
+        lowest >= 0.999,
         "lowest cosine int8 vs fp32 over {} sentences: {lowest}",
         texts.len()
     );

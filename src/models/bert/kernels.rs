@@ -7,13 +7,12 @@
 //! Training never uses them: they have no backward pass (see `Mode` in [`super::model`]).
 
 use candle_core::backend::BackendStorage;
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, Device, Layout, Module, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use multiversion::multiversion;
 use rayon::prelude::*;
+
+use super::packed::{F32Weights, Int8Weights};
 
 /// Below this many elements an op runs on the calling thread; above, rows are shared out.
 const PARALLEL_ELEMENTS: usize = 1 << 16;
@@ -282,15 +281,21 @@ fn gelu_in_place(values: &mut [f32]) {
 /// bias and the residual in two more passes, each on its own thread pool, whose workers
 /// spin against gemm's on a small machine.
 ///
-/// [`quantize_int8`](Self::quantize_int8) swaps the weights for candle's Q8_0 blocks (8-bit
-/// values with one scale per 32); the product then goes through candle's quantised matmul
-/// and only the bias, residual and GELU stay here.
+/// The weights are packed at load for the microkernels of [`super::packed`] when the shape
+/// allows (outputs a multiple of 16: every real BERT); other shapes go through `gemm`.
+/// [`quantize_int8`](Self::quantize_int8) swaps them for int8 ones; the bias, residual and
+/// GELU stay the same.
 pub struct DenseKernel {
-    /// `Wᵀ`, row-major `[inputs, outputs]`; empty once quantised.
-    weight_t: Vec<f32>,
-    int8: Option<QMatMul>,
+    weights: Weights,
     bias: Vec<f32>,
     inputs: usize,
+}
+
+enum Weights {
+    Packed(F32Weights),
+    Int8(Int8Weights),
+    /// `Wᵀ`, row-major `[inputs, outputs]`, for `gemm`.
+    Plain(Vec<f32>),
 }
 
 impl DenseKernel {
@@ -304,29 +309,31 @@ impl DenseKernel {
                 bias.len()
             );
         }
+        let weight_t = weight_t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let weights = match F32Weights::pack(&weight_t, inputs, outputs) {
+            Ok(packed) => Weights::Packed(packed),
+            Err(_) => Weights::Plain(weight_t),
+        };
         Ok(DenseKernel {
-            weight_t: weight_t
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-            int8: None,
+            weights,
             bias,
             inputs,
         })
     }
 
-    /// Quantises the weights to Q8_0 (needs `inputs` to be a multiple of 32).
+    /// Quantises the weights to int8 (needs `inputs` a multiple of 4, outputs of 16).
     pub fn quantize_int8(&mut self) -> Result<()> {
-        if self.int8.is_some() {
-            return Ok(());
-        }
-        let weight =
-            Tensor::from_slice(&self.weight_t, (self.inputs, self.outputs()), &Device::Cpu)?
-                .t()?
-                .contiguous()?;
-        let q = QTensor::quantize(&weight, GgmlDType::Q8_0)?;
-        self.int8 = Some(QMatMul::from_qtensor(q)?);
-        self.weight_t = Vec::new();
+        let weight_t = match &self.weights {
+            Weights::Int8(_) => return Ok(()),
+            Weights::Packed(packed) => packed.unpacked(),
+            Weights::Plain(w) => w.clone(),
+        };
+        let int8 = Int8Weights::quantize(&weight_t, self.inputs, self.outputs())
+            .map_err(candle_core::Error::Msg)?;
+        self.weights = Weights::Int8(int8);
         Ok(())
     }
 
@@ -375,18 +382,21 @@ impl DenseKernel {
         let rows = x.len() / k;
         let mut dst = self.start(rows, residual);
         let threads = Self::threads();
-        let parallelism = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        // SAFETY: dst is rows × n, x is rows × k and weight_t is k × n, all row-major.
-        unsafe {
-            let (x, w) = (
-                View::rows(x.as_ptr(), k),
-                View::rows(self.weight_t.as_ptr(), n),
-            );
-            product(rows, n, k, dst.as_mut_ptr(), true, x, w, parallelism);
+        match &self.weights {
+            Weights::Packed(w) => w.accumulate(x, &mut dst, threads),
+            Weights::Int8(w) => w.accumulate(x, &mut dst, threads),
+            Weights::Plain(w) => {
+                let parallelism = if threads > 1 {
+                    Parallelism::Rayon(threads)
+                } else {
+                    Parallelism::None
+                };
+                // SAFETY: dst is rows × n, x is rows × k and w is k × n, all row-major.
+                unsafe {
+                    let (x, w) = (View::rows(x.as_ptr(), k), View::rows(w.as_ptr(), n));
+                    product(rows, n, k, dst.as_mut_ptr(), true, x, w, parallelism);
+                }
+            }
         }
         Self::finish(&mut dst, gelu);
         dst
@@ -395,21 +405,8 @@ impl DenseKernel {
     /// `xs` (`[..., inputs]`) through the layer; `residual` (shaped like the output) is
     /// added, then GELU applied when `gelu`.
     pub fn forward(&self, xs: &Tensor, residual: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
-        let (xs, epilogue_only) = match &self.int8 {
-            Some(q) => {
-                let mut dims = xs.dims().to_vec();
-                let k = dims.pop().unwrap_or(1);
-                let rows = xs.elem_count() / k.max(1);
-                dims.push(self.outputs());
-                (q.forward(&xs.reshape((rows, k))?)?.reshape(dims)?, true)
-            }
-            None => (xs.contiguous()?, false),
-        };
-        let op = DenseOp {
-            kernel: self,
-            gelu,
-            epilogue_only,
-        };
+        let xs = xs.contiguous()?;
+        let op = DenseOp { kernel: self, gelu };
         match residual {
             Some(r) => xs.apply_op2_no_bwd(&r.contiguous()?, &op),
             None => xs.apply_op1_no_bwd(&op),
@@ -417,41 +414,28 @@ impl DenseKernel {
     }
 }
 
-/// The dense layer as a candle op. With `epilogue_only` its input already is `x · Wᵀ` (from
-/// the quantised matmul) and only the bias, residual and GELU are applied.
+/// The dense layer as a candle op.
 struct DenseOp<'a> {
     kernel: &'a DenseKernel,
     gelu: bool,
-    epilogue_only: bool,
 }
 
 impl DenseOp<'_> {
     fn output_shape(&self, layout: &Layout) -> Result<Shape> {
         let mut dims = layout.shape().dims().to_vec();
-        let expected = if self.epilogue_only {
-            self.kernel.outputs()
-        } else {
-            self.kernel.inputs
-        };
         match dims.last_mut() {
-            Some(last) if *last == expected => *last = self.kernel.outputs(),
+            Some(last) if *last == self.kernel.inputs => *last = self.kernel.outputs(),
             _ => candle_core::bail!(
-                "dense layer: input {:?} does not end in {expected} features",
-                layout.shape()
+                "dense layer: input {:?} does not end in {} features",
+                layout.shape(),
+                self.kernel.inputs
             ),
         }
         Ok(Shape::from_dims(&dims))
     }
 
     fn apply(&self, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
-        if !self.epilogue_only {
-            return self.kernel.run(x, residual, self.gelu);
-        }
-        let rows = x.len() / self.kernel.outputs();
-        let mut dst = self.kernel.start(rows, residual);
-        dst.iter_mut().zip(x).for_each(|(d, p)| *d += p);
-        DenseKernel::finish(&mut dst, self.gelu);
-        dst
+        self.kernel.run(x, residual, self.gelu)
     }
 }
 

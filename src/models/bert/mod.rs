@@ -4,6 +4,7 @@
 //! and the encoder to [`model`]. They know nothing of versions, queues or transports.
 
 pub mod config;
+mod packed;
 mod kernels;
 pub mod model;
 pub mod tokenize;
@@ -70,13 +71,22 @@ impl Encoder {
             .map_err(|m| LoadError::invalid("config.json", m))?;
         let mut bert = Bert::load(cfg, Mode::Inference, with_pooler, vb).map_err(weights_error)?;
         if options.int8 {
-            if !cfg.hidden_size.is_multiple_of(32) || !cfg.intermediate_size.is_multiple_of(32) {
+            if !cfg.hidden_size.is_multiple_of(16) || !cfg.intermediate_size.is_multiple_of(16) {
                 return Err(LoadError::invalid(
                     "config.json",
-                    "int8 needs hidden_size and intermediate_size to be multiples of 32",
+                    "int8 needs hidden_size and intermediate_size to be multiples of 16",
                 ));
             }
             bert.quantize_int8().map_err(weights_error)?;
+            let isa = packed::Isa::int8();
+            if isa == packed::Isa::Portable {
+                tracing::warn!(
+                    "{}: int8 dense layers without VNNI on this CPU: slower than fp32",
+                    dir.display()
+                );
+            } else {
+                tracing::info!("{}: int8 dense layers ({})", dir.display(), isa.int8_name());
+            }
         }
         let max_len = max_len(dir, cfg);
         let text = TextEncoder::load(dir, max_len, cfg.pad_token_id)?;
@@ -98,11 +108,16 @@ impl Encoder {
         let tokens: TokenBatch = tokens_from_inputs(inputs, &self.text, &self.limits)?;
         let packed = tokens.pack()?;
         let bounds = packed.bounds.clone();
-        let parts = packed
-            .split(MAX_PASS_TOKENS)
-            .iter()
-            .map(|group| self.bert.forward_packed(group, &self.device))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        // The encoder's parallel loops (dense layers, attention) fork from a rayon worker:
+        // run from any other thread, each of them would be handed to the pool and waited
+        // for, a sleep and a wake-up per layer (perf showed it at batch 1).
+        let parts = on_rayon_worker(|| {
+            packed
+                .split(MAX_PASS_TOKENS)
+                .iter()
+                .map(|group| self.bert.forward_packed(group, &self.device))
+                .collect::<candle_core::Result<Vec<_>>>()
+        })?;
         let hidden = if parts.len() == 1 {
             parts.into_iter().next().expect("one part")
         } else {
@@ -110,6 +125,15 @@ impl Encoder {
         };
         Ok((hidden, bounds))
     }
+}
+
+/// Runs `work` on a thread of rayon's global pool (where it already is, on the spot).
+fn on_rayon_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return work();
+    }
+    // `rayon::scope` runs its body inside the pool.
+    rayon::scope(|_| work())
 }
 
 /// How token vectors become one sentence vector (sentence-transformers' Pooling module).

@@ -470,8 +470,9 @@ impl Bert {
         Ok(xs)
     }
 
-    /// Swaps every dense layer of the encoder (not the pooler) for 8-bit weights (Q8_0: one
-    /// scale per 32 values). Serving only; an opt-in per model, since it changes the outputs.
+    /// Swaps every dense layer of the encoder (not the pooler) for int8 weights, one scale per
+    /// output column, multiplied with int8 activations (see `int8`). Serving only; an opt-in
+    /// per model, since it changes the outputs.
     pub fn quantize_int8(&mut self) -> Result<()> {
         for layer in &mut self.layers {
             let mut dense: Vec<&mut Dense> = vec![

@@ -1,0 +1,854 @@
+//! Dense layers with their weights packed once, at load, for this module's own GEMM
+//! microkernels: `dst += x · W` where `W` is `[inputs, outputs]`.
+//!
+//! A general GEMM (the `gemm` crate) packs the weight matrix again on every call and tiles
+//! for square-ish problems; a serving encoder multiplies the same weights by a few to a few
+//! hundred token rows, over and over. Here the weights sit in panels of 16 output columns in
+//! the order the microkernel reads them, and the token rows are read in place, so a call does
+//! no packing at all and a batch of one sentence (16 rows) wastes nothing on padding.
+//!
+//! A call is cut into tiles of up to 6 rows × 4 panels (64 columns): 24 accumulator registers
+//! on AVX-512. Groups of 4 panels are shared out across the rayon pool; each task walks all
+//! rows of its columns, so its weights stay in its core's caches while the rows stream by.
+//! Each element type has an AVX-512, an AVX2 and a portable kernel, chosen at run time.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+/// Output columns per panel: one zmm register of f32 or i32.
+pub const PANEL: usize = 16;
+/// An f32 tile, rows × panels: 24 accumulator registers on AVX-512.
+const F32_TILE: (usize, usize) = (6, 4);
+/// An int8 tile: 12 integer accumulators for the current block of inputs and 12 f32 ones for
+/// the scaled sum of the blocks before it.
+const INT8_TILE: (usize, usize) = (4, 3);
+/// Below this many multiply-adds a call runs on the calling thread: waking a second thread
+/// costs more than it saves.
+const PARALLEL_MACS: usize = 1 << 20;
+
+/// The instruction sets the kernels come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 F/BW (and VNNI for int8).
+    Avx512,
+    /// AVX2 with FMA (and AVX-VNNI for int8).
+    Avx2,
+    /// Plain Rust.
+    Portable,
+}
+
+impl Isa {
+    /// The best f32 kernels this CPU runs.
+    pub fn f32() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// The best int8 kernels: only with a VNNI dot product is int8 faster than f32.
+    pub fn int8() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// This ISA and every one below it (the tests run them all against the definition).
+    #[cfg(test)]
+    pub fn with_fallbacks(self) -> Vec<Isa> {
+        let all = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+        all.iter()
+            .copied()
+            .skip_while(|&isa| isa != self)
+            .collect()
+    }
+
+    /// How the benchmarks and the start-up log name the int8 kernel.
+    pub fn int8_name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "AVX-512 VNNI",
+            Isa::Avx2 => "AVX-VNNI",
+            Isa::Portable => "portable (no VNNI: slower than f32)",
+        }
+    }
+}
+
+/// The output of one product, shared by its tasks, each writing its own columns.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+}
+// SAFETY: tasks write disjoint columns (see `tiles`).
+unsafe impl Sync for Out {}
+unsafe impl Send for Out {}
+
+/// Calls `tile(rows, panels, inputs, out)` for every tile of a `rows × panels` product in
+/// tiles of up to `shape` (rows, panels), inputs taken in `k_blocks` (each block is added
+/// into `out`; the block loop is outside the row loop, so a block of weights stays in L1
+/// while every row goes by), groups of panels spread over the rayon pool when `parallel`.
+fn tiles<F>(
+    rows: usize,
+    panels: usize,
+    k_blocks: &[Range<usize>],
+    shape: (usize, usize),
+    parallel: bool,
+    out: Out,
+    tile: F,
+) where
+    F: Fn(Range<usize>, Range<usize>, Range<usize>, Out) + Sync,
+{
+    let (tile_rows, tile_panels) = shape;
+    let groups: Vec<Range<usize>> = (0..panels)
+        .step_by(tile_panels)
+        .map(|p| p..(p + tile_panels).min(panels))
+        .collect();
+    let columns = |panels: &Range<usize>| {
+        for inputs in k_blocks {
+            let mut row = 0;
+            while row < rows {
+                let end = (row + tile_rows).min(rows);
+                tile(row..end, panels.clone(), inputs.clone(), out);
+                row = end;
+            }
+        }
+    };
+    if parallel && groups.len() > 1 {
+        groups.par_iter().for_each(columns);
+    } else {
+        groups.iter().for_each(columns);
+    }
+}
+
+fn parallel(threads: usize, rows: usize, k: usize, n: usize) -> bool {
+    threads > 1 && rows * k * n >= PARALLEL_MACS
+}
+
+fn check_shape(inputs: usize, outputs: usize, values: usize, step: usize) -> Result<(), String> {
+    if inputs == 0 || !inputs.is_multiple_of(step) || !outputs.is_multiple_of(PANEL) {
+        return Err(format!(
+            "packed dense layer: needs inputs a multiple of {step} and outputs of {PANEL}, got {inputs} × {outputs}"
+        ));
+    }
+    if values != inputs * outputs {
+        return Err(format!("{values} weights for {inputs} × {outputs}"));
+    }
+    Ok(())
+}
+
+/// f32 weights in panels: panel `p` holds, for each input `k`, `w[k, 16p..16p + 16]`.
+pub struct F32Weights {
+    inputs: usize,
+    outputs: usize,
+    packed: Vec<f32>,
+    isa: Isa,
+}
+
+impl F32Weights {
+    /// From `weight_t`, row-major `[inputs, outputs]`; outputs a multiple of 16.
+    pub fn pack(weight_t: &[f32], inputs: usize, outputs: usize) -> Result<Self, String> {
+        Self::pack_for(weight_t, inputs, outputs, Isa::f32())
+    }
+
+    pub fn pack_for(
+        weight_t: &[f32],
+        inputs: usize,
+        outputs: usize,
+        isa: Isa,
+    ) -> Result<Self, String> {
+        check_shape(inputs, outputs, weight_t.len(), 1)?;
+        let mut packed = vec![0f32; inputs * outputs];
+        for (k, row) in weight_t.chunks_exact(outputs).enumerate() {
+            for (p, cols) in row.chunks_exact(PANEL).enumerate() {
+                let at = (p * inputs + k) * PANEL;
+                packed[at..at + PANEL].copy_from_slice(cols);
+            }
+        }
+        Ok(F32Weights {
+            inputs,
+            outputs,
+            packed,
+            isa,
+        })
+    }
+
+    /// The weights back in `[inputs, outputs]` order (for quantising).
+    pub fn unpacked(&self) -> Vec<f32> {
+        let (k, n) = (self.inputs, self.outputs);
+        let mut w = vec![0f32; k * n];
+        for (p, panel) in self.packed.chunks_exact(k * PANEL).enumerate() {
+            for (kk, cols) in panel.chunks_exact(PANEL).enumerate() {
+                w[kk * n + p * PANEL..kk * n + (p + 1) * PANEL].copy_from_slice(cols);
+            }
+        }
+        w
+    }
+
+    /// `dst += x · W`: `x` is `[rows, inputs]`, `dst` `[rows, outputs]`.
+    pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize) {
+        let (k, n) = (self.inputs, self.outputs);
+        let rows = x.len() / k;
+        assert!(rows * k == x.len() && rows * n == dst.len(), "f32 layer: shapes");
+        let out = Out {
+            ptr: dst.as_mut_ptr(),
+        };
+        let isa = self.isa;
+        // Inputs in blocks of F32_BLOCK, so that a task's 4 panels of a block (32 KB) stay in
+        // the L1 cache while the rows go by.
+        let k_blocks: Vec<Range<usize>> = (0..k)
+            .step_by(F32_BLOCK)
+            .map(|s| s..(s + F32_BLOCK).min(k))
+            .collect();
+        let parallel = parallel(threads, rows, k, n);
+        tiles(rows, n / PANEL, &k_blocks, F32_TILE, parallel, out, |r, p, kr, out| {
+            assert!(r.end * k <= x.len() && (p.end * k) * PANEL <= self.packed.len());
+            let tile = F32Tile {
+                // SAFETY (all three): inside x, the packed weights (asserted) and dst, whose
+                // rows r and panels p only this task writes.
+                a: unsafe { x.as_ptr().add(r.start * k + kr.start) },
+                lda: k,
+                b: unsafe { self.packed.as_ptr().add((p.start * k + kr.start) * PANEL) },
+                panel_stride: k * PANEL,
+                inputs: kr.len(),
+                rows: r.len(),
+                panels: p.len(),
+                dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
+                stride: n,
+            };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => x86::f32_avx512(&tile),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => x86::f32_avx2(&tile),
+                _ => f32_portable(&tile),
+            }
+        });
+    }
+}
+
+/// Inputs per block of the f32 product.
+const F32_BLOCK: usize = 128;
+
+/// One f32 tile: `rows` rows of `inputs` values (`lda` apart) against `panels` panels of
+/// weights (`panel_stride` apart, each `inputs` × 16), added into `dst`. The pointers are
+/// inside their buffers for all of that (the caller checked).
+struct F32Tile {
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    panel_stride: usize,
+    inputs: usize,
+    rows: usize,
+    panels: usize,
+    dst: *mut f32,
+    stride: usize,
+}
+
+fn f32_portable(t: &F32Tile) {
+    for r in 0..t.rows {
+        for p in 0..t.panels {
+            let mut sums = [0f32; PANEL];
+            for kk in 0..t.inputs {
+                // SAFETY: inside the tile (see F32Tile).
+                let x = unsafe { *t.a.add(r * t.lda + kk) };
+                for (c, s) in sums.iter_mut().enumerate() {
+                    *s += x * unsafe { *t.b.add(p * t.panel_stride + kk * PANEL + c) };
+                }
+            }
+            for (c, s) in sums.iter().enumerate() {
+                unsafe { *t.dst.add(r * t.stride + p * PANEL + c) += s };
+            }
+        }
+    }
+}
+
+/// Inputs per int8 scale: every row of activations and every column of weights has its own
+/// scale per block of this many inputs. One scale per whole row and column lost too much on
+/// MiniLM (lowest cosine to fp32 0.9959 over the reference and benchmark sentences, 0.9993 with
+/// the weights alone quantised per column): a few channels of BERT's activations are far
+/// larger than the rest and took the resolution of everything beside them.
+pub const INT8_BLOCK: usize = 32;
+
+/// int8 weights in panels of 16 columns × 4 inputs (the four bytes one VNNI lane takes):
+/// byte `t` of lane `l` of group `g` of panel `p` is `q[4g + t, 16p + l]`, with a symmetric
+/// scale per block of [`INT8_BLOCK`] inputs and column.
+///
+/// `vpdpbusd` multiplies unsigned by signed bytes, so activations quantised to `q` in
+/// [-127, 127] go in as `q + 128`; the `128 · Σ q[k, j]` this adds to a block of column `j`
+/// depends on the weights alone and starts each accumulator negated.
+pub struct Int8Weights {
+    inputs: usize,
+    outputs: usize,
+    packed: Vec<i8>,
+    /// `[blocks, outputs]`.
+    scales: Vec<f32>,
+    /// `[blocks, outputs]`.
+    neg_shift: Vec<i32>,
+    isa: Isa,
+}
+
+fn blocks(inputs: usize) -> Vec<Range<usize>> {
+    (0..inputs)
+        .step_by(INT8_BLOCK)
+        .map(|s| s..(s + INT8_BLOCK).min(inputs))
+        .collect()
+}
+
+impl Int8Weights {
+    /// From `weight_t`, row-major `[inputs, outputs]`: inputs a multiple of 4, outputs of 16.
+    pub fn quantize(weight_t: &[f32], inputs: usize, outputs: usize) -> Result<Self, String> {
+        Self::quantize_for(weight_t, inputs, outputs, Isa::int8())
+    }
+
+    pub fn quantize_for(
+        weight_t: &[f32],
+        inputs: usize,
+        outputs: usize,
+        isa: Isa,
+    ) -> Result<Self, String> {
+        check_shape(inputs, outputs, weight_t.len(), 4)?;
+        let blocks = blocks(inputs);
+        let mut scales = vec![0f32; blocks.len() * outputs];
+        for (kb, block) in blocks.iter().enumerate() {
+            let scales = &mut scales[kb * outputs..(kb + 1) * outputs];
+            for row in weight_t[block.start * outputs..block.end * outputs].chunks_exact(outputs) {
+                for (s, &w) in scales.iter_mut().zip(row) {
+                    *s = s.max(w.abs());
+                }
+            }
+            for s in scales {
+                *s = if *s > 0.0 { *s / 127.0 } else { 1.0 };
+            }
+        }
+        let groups = inputs / 4;
+        let mut packed = vec![0i8; inputs * outputs];
+        let mut neg_shift = vec![0i32; blocks.len() * outputs];
+        for (k, row) in weight_t.chunks_exact(outputs).enumerate() {
+            let kb = k / INT8_BLOCK;
+            for (j, &w) in row.iter().enumerate() {
+                let q = (w / scales[kb * outputs + j]).round().clamp(-127.0, 127.0) as i8;
+                let (p, l) = (j / PANEL, j % PANEL);
+                packed[(p * groups + k / 4) * 64 + l * 4 + k % 4] = q;
+                neg_shift[kb * outputs + j] -= 128 * q as i32;
+            }
+        }
+        Ok(Int8Weights {
+            inputs,
+            outputs,
+            packed,
+            scales,
+            neg_shift,
+            isa,
+        })
+    }
+
+    /// `dst += x · W`, with each row of `x` (`[rows, inputs]`) quantised to int8 first, one
+    /// scale per block of inputs (its largest magnitude / 127).
+    pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize) {
+        let (k, n) = (self.inputs, self.outputs);
+        let rows = x.len() / k;
+        assert!(rows * k == x.len() && rows * n == dst.len(), "int8 layer: shapes");
+        let blocks = blocks(k);
+        let mut a = vec![0u8; rows * k];
+        let mut row_scales = vec![0f32; rows * blocks.len()];
+        quantize_rows(x, k, &mut a, &mut row_scales);
+        let out = Out {
+            ptr: dst.as_mut_ptr(),
+        };
+        let isa = self.isa;
+        let parallel = parallel(threads, rows, k, n);
+        tiles(rows, n / PANEL, &[0..k], INT8_TILE, parallel, out, |r, p, _, out| {
+            assert!(r.end * k <= a.len() && p.end * k * PANEL <= self.packed.len());
+            let tile = Int8Tile {
+                // SAFETY (pointers): inside `a`, the packed weights (asserted above) and
+                // `dst`, whose rows r and panels p only this task writes.
+                a: unsafe { a.as_ptr().add(r.start * k) },
+                lda: k,
+                b: unsafe { self.packed.as_ptr().add(p.start * k * PANEL) },
+                panel_stride: k * PANEL,
+                inputs: k,
+                rows: r.len(),
+                panels: p.len(),
+                row_scales: &row_scales[r.start * blocks.len()..r.end * blocks.len()],
+                blocks: blocks.len(),
+                col_scales: &self.scales[p.start * PANEL..],
+                neg_shift: &self.neg_shift[p.start * PANEL..],
+                outputs: n,
+                dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
+                stride: n,
+            };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => x86::int8_avx512(&tile),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => x86::int8_avxvnni(&tile),
+                _ => int8_portable(&tile),
+            }
+        });
+    }
+}
+
+/// One int8 tile: `rows` rows of `inputs` bytes (`lda` apart) against `panels` panels of
+/// weights (`panel_stride` bytes apart), scaled block by block and added into `dst`. Row
+/// `r`'s scale for block `b` is `row_scales[r * blocks + b]`; a column's for block `b` is
+/// `col_scales[b * outputs + c]`, its shift `neg_shift[b * outputs + c]`.
+struct Int8Tile<'a> {
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    panel_stride: usize,
+    inputs: usize,
+    rows: usize,
+    panels: usize,
+    row_scales: &'a [f32],
+    blocks: usize,
+    col_scales: &'a [f32],
+    neg_shift: &'a [i32],
+    outputs: usize,
+    dst: *mut f32,
+    stride: usize,
+}
+
+impl Int8Tile<'_> {
+    /// Block `b`'s groups of four inputs.
+    fn groups(&self, b: usize) -> Range<usize> {
+        b * INT8_BLOCK / 4..((b + 1) * INT8_BLOCK).min(self.inputs) / 4
+    }
+}
+
+fn int8_portable(t: &Int8Tile) {
+    for r in 0..t.rows {
+        for p in 0..t.panels {
+            let mut total = [0f32; PANEL];
+            for b in 0..t.blocks {
+                let at = b * t.outputs + p * PANEL;
+                let mut sums: [i32; PANEL] =
+                    t.neg_shift[at..at + PANEL].try_into().expect("a panel");
+                for g in t.groups(b) {
+                    for (l, s) in sums.iter_mut().enumerate() {
+                        for i in 0..4 {
+                            // SAFETY: inside the tile (see Int8Tile).
+                            let (x, w) = unsafe {
+                                (
+                                    *t.a.add(r * t.lda + g * 4 + i),
+                                    *t.b.add(p * t.panel_stride + g * 64 + l * 4 + i),
+                                )
+                            };
+                            *s += x as i32 * w as i32;
+                        }
+                    }
+                }
+                let row_scale = t.row_scales[r * t.blocks + b];
+                for ((total, &s), &c) in total.iter_mut().zip(&sums).zip(&t.col_scales[at..]) {
+                    *total += s as f32 * (row_scale * c);
+                }
+            }
+            for (c, &v) in total.iter().enumerate() {
+                unsafe { *t.dst.add(r * t.stride + p * PANEL + c) += v };
+            }
+        }
+    }
+}
+
+/// Each row of `x` (`k` wide), block by block of [`INT8_BLOCK`] inputs, to bytes `q + 128`
+/// with `q = round(x / s)` in [-127, 127] and `s = max |x| / 127` the block's scale (1 for
+/// a block of zeros), rounding ties to even; `scales` is `[rows, blocks]`. The maximum is
+/// kept in 16 lanes so that it vectorises.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512bw", "x86_64+avx2+fma"))]
+fn quantize_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
+    const LANES: usize = 16;
+    let blocks = x
+        .chunks_exact(k)
+        .zip(out.chunks_exact_mut(k))
+        .flat_map(|(row, q)| row.chunks(INT8_BLOCK).zip(q.chunks_mut(INT8_BLOCK)));
+    for ((block, q), s) in blocks.zip(scales) {
+        let mut lanes = [0f32; LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (m, &v) in lanes.iter_mut().zip(chunk) {
+                let v = v.abs();
+                *m = if v > *m { v } else { *m };
+            }
+        }
+        let max = chunks
+            .remainder()
+            .iter()
+            .map(|v| v.abs())
+            .chain(lanes)
+            .fold(0f32, |m, v| if v > m { v } else { m });
+        *s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let inv = 127.0 / if max > 0.0 { max } else { 127.0 };
+        for (q, &v) in q.iter_mut().zip(block) {
+            let v = v * inv;
+            let v = if v > 127.0 { 127.0 } else if v < -127.0 { -127.0 } else { v };
+            // Adding 2²³ rounds to an integer (ties to even) and leaves it in the low bits
+            // of the mantissa: no float-to-int conversion, which Rust defines for NaN and
+            // out-of-range values and LLVM then will not vectorise.
+            *q = (v + (128.0 + 8_388_608.0)).to_bits() as u8;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The vector kernels. Each dispatches on the tile's size to a version with its row and
+    //! panel counts fixed at compile time, so the accumulators live in registers.
+
+    use super::{F32Tile, Int8Tile, PANEL};
+    use std::arch::x86_64::*;
+
+    /// Calls `$kernel::<R, P>($args)` for the run-time `rows` (1..=6) and `panels` (1..=4).
+    macro_rules! dispatch {
+        ($kernel:ident, $rows:expr, $panels:expr, ($($arg:expr),*)) => {
+            match ($rows, $panels) {
+                (1, 1) => $kernel::<1, 1>($($arg),*), (1, 2) => $kernel::<1, 2>($($arg),*),
+                (1, 3) => $kernel::<1, 3>($($arg),*), (1, 4) => $kernel::<1, 4>($($arg),*),
+                (2, 1) => $kernel::<2, 1>($($arg),*), (2, 2) => $kernel::<2, 2>($($arg),*),
+                (2, 3) => $kernel::<2, 3>($($arg),*), (2, 4) => $kernel::<2, 4>($($arg),*),
+                (3, 1) => $kernel::<3, 1>($($arg),*), (3, 2) => $kernel::<3, 2>($($arg),*),
+                (3, 3) => $kernel::<3, 3>($($arg),*), (3, 4) => $kernel::<3, 4>($($arg),*),
+                (4, 1) => $kernel::<4, 1>($($arg),*), (4, 2) => $kernel::<4, 2>($($arg),*),
+                (4, 3) => $kernel::<4, 3>($($arg),*), (4, 4) => $kernel::<4, 4>($($arg),*),
+                (5, 1) => $kernel::<5, 1>($($arg),*), (5, 2) => $kernel::<5, 2>($($arg),*),
+                (5, 3) => $kernel::<5, 3>($($arg),*), (5, 4) => $kernel::<5, 4>($($arg),*),
+                (6, 1) => $kernel::<6, 1>($($arg),*), (6, 2) => $kernel::<6, 2>($($arg),*),
+                (6, 3) => $kernel::<6, 3>($($arg),*), (6, 4) => $kernel::<6, 4>($($arg),*),
+                (r, p) => unreachable!("a tile of {r} rows × {p} panels"),
+            }
+        };
+    }
+
+    pub(super) fn f32_avx512(t: &F32Tile) {
+        // SAFETY: Isa::f32() saw AVX-512 F; the tile lies inside its buffers (F32Tile).
+        unsafe { dispatch!(f32_avx512_tile, t.rows, t.panels, (t)) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32_avx512_tile<const R: usize, const P: usize>(t: &F32Tile) {
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        for kk in 0..t.inputs {
+            let mut w = [_mm512_setzero_ps(); P];
+            for (p, w) in w.iter_mut().enumerate() {
+                *w = unsafe { _mm512_loadu_ps(t.b.add(p * t.panel_stride + kk * PANEL)) };
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(unsafe { *t.a.add(r * t.lda + kk) });
+                for (acc, &w) in acc.iter_mut().zip(&w) {
+                    *acc = _mm512_fmadd_ps(x, w, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (p, &v) in acc.iter().enumerate() {
+                unsafe {
+                    let d = t.dst.add(r * t.stride + p * PANEL);
+                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), v));
+                }
+            }
+        }
+    }
+
+    pub(super) fn f32_avx2(t: &F32Tile) {
+        // 16 ymm registers: one panel (two registers) at a time for up to 6 rows.
+        for p in 0..t.panels {
+            // SAFETY: Isa::f32() saw AVX2 and FMA; the tile lies inside its buffers.
+            unsafe { dispatch!(f32_avx2_tile, t.rows, 1, (t, p)) }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn f32_avx2_tile<const R: usize, const P: usize>(t: &F32Tile, p: usize) {
+        let b = unsafe { t.b.add(p * t.panel_stride) };
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for kk in 0..t.inputs {
+            let lo = unsafe { _mm256_loadu_ps(b.add(kk * PANEL)) };
+            let hi = unsafe { _mm256_loadu_ps(b.add(kk * PANEL + 8)) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_ps(unsafe { *t.a.add(r * t.lda + kk) });
+                acc[0] = _mm256_fmadd_ps(x, lo, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, hi, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (half, &v) in acc.iter().enumerate() {
+                unsafe {
+                    let d = t.dst.add(r * t.stride + p * PANEL + half * 8);
+                    _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), v));
+                }
+            }
+        }
+    }
+
+    pub(super) fn int8_avx512(t: &Int8Tile) {
+        // SAFETY: Isa::int8() saw AVX-512 F/BW and VNNI; the tile lies inside its buffers.
+        unsafe { dispatch!(int8_avx512_tile, t.rows, t.panels, (t)) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn int8_avx512_tile<const R: usize, const P: usize>(t: &Int8Tile) {
+        let mut total = [[_mm512_setzero_ps(); P]; R];
+        for blk in 0..t.blocks {
+            let at = blk * t.outputs;
+            let mut start = [_mm512_setzero_si512(); P];
+            for (p, s) in start.iter_mut().enumerate() {
+                *s = unsafe {
+                    _mm512_loadu_si512(t.neg_shift.as_ptr().add(at + p * PANEL) as *const _)
+                };
+            }
+            let mut acc = [start; R];
+            for g in t.groups(blk) {
+                let mut w = [_mm512_setzero_si512(); P];
+                for (p, w) in w.iter_mut().enumerate() {
+                    *w = unsafe {
+                        _mm512_loadu_si512(t.b.add(p * t.panel_stride + g * 64) as *const _)
+                    };
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = unsafe { (t.a.add(r * t.lda + g * 4) as *const i32).read_unaligned() };
+                    let x = _mm512_set1_epi32(x);
+                    for (acc, &w) in acc.iter_mut().zip(&w) {
+                        *acc = _mm512_dpbusd_epi32(*acc, x, w);
+                    }
+                }
+            }
+            let mut cols = [_mm512_setzero_ps(); P];
+            for (p, c) in cols.iter_mut().enumerate() {
+                *c = unsafe { _mm512_loadu_ps(t.col_scales.as_ptr().add(at + p * PANEL)) };
+            }
+            for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
+                let row_scale = _mm512_set1_ps(t.row_scales[r * t.blocks + blk]);
+                for ((total, &v), &c) in total.iter_mut().zip(acc).zip(&cols) {
+                    let scale = _mm512_mul_ps(row_scale, c);
+                    *total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), scale, *total);
+                }
+            }
+        }
+        for (r, total) in total.iter().enumerate() {
+            for (p, &v) in total.iter().enumerate() {
+                unsafe {
+                    let d = t.dst.add(r * t.stride + p * PANEL);
+                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), v));
+                }
+            }
+        }
+    }
+
+    pub(super) fn int8_avxvnni(t: &Int8Tile) {
+        for p in 0..t.panels {
+            // SAFETY: Isa::int8() saw AVX2 and AVX-VNNI; the tile lies inside its buffers.
+            unsafe { dispatch!(int8_avxvnni_tile, t.rows, 1, (t, p)) }
+        }
+    }
+
+    /// One panel (two ymm registers of columns) for `R` rows (4 × 2 integer and 4 × 2 f32
+    /// accumulators of the 16 registers).
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    unsafe fn int8_avxvnni_tile<const R: usize, const P: usize>(t: &Int8Tile, p: usize) {
+        let b = unsafe { t.b.add(p * t.panel_stride) };
+        let mut total = [[_mm256_setzero_ps(); 2]; R];
+        for blk in 0..t.blocks {
+            let at = blk * t.outputs + p * PANEL;
+            let start = unsafe {
+                let shift = t.neg_shift.as_ptr().add(at);
+                [
+                    _mm256_loadu_si256(shift as *const _),
+                    _mm256_loadu_si256(shift.add(8) as *const _),
+                ]
+            };
+            let mut acc = [start; R];
+            for g in t.groups(blk) {
+                let lo = unsafe { _mm256_loadu_si256(b.add(g * 64) as *const _) };
+                let hi = unsafe { _mm256_loadu_si256(b.add(g * 64 + 32) as *const _) };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x =
+                        unsafe { (t.a.add(r * t.lda + g * 4) as *const i32).read_unaligned() };
+                    let x = _mm256_set1_epi32(x);
+                    acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, lo);
+                    acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, hi);
+                }
+            }
+            for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
+                let row_scale = _mm256_set1_ps(t.row_scales[r * t.blocks + blk]);
+                for (half, (total, &v)) in total.iter_mut().zip(acc).enumerate() {
+                    let c = unsafe { _mm256_loadu_ps(t.col_scales.as_ptr().add(at + half * 8)) };
+                    let scale = _mm256_mul_ps(row_scale, c);
+                    *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), scale, *total);
+                }
+            }
+        }
+        for (r, total) in total.iter().enumerate() {
+            for (half, &v) in total.iter().enumerate() {
+                unsafe {
+                    let d = t.dst.add(r * t.stride + p * PANEL + half * 8);
+                    _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), v));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1], every 97th eight times larger.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let v = (state % 20_001) as f32 / 10_000.0 - 1.0;
+                if i % 97 == 0 {
+                    v * 8.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    /// Integers in [-127, 127], each block of a row of `width` holding a ±127 so that its
+    /// scale is exactly 1.
+    fn integers(rows: usize, width: usize, seed: u32) -> Vec<f32> {
+        let mut v: Vec<f32> = values(rows * width, seed)
+            .iter()
+            .map(|x| (x.clamp(-1.0, 1.0) * 127.0).round())
+            .collect();
+        for (r, row) in v.chunks_exact_mut(width).enumerate() {
+            for block in row.chunks_mut(INT8_BLOCK) {
+                let at = (r * 7) % block.len();
+                block[at] = if r % 2 == 0 { 127.0 } else { -127.0 };
+            }
+        }
+        v
+    }
+
+    fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut t = vec![0f32; v.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = v[r * cols + c];
+            }
+        }
+        t
+    }
+
+    /// Shapes with partial tiles both ways (13 rows = 6 + 6 + 1, 5 and 7 panels), one bigger
+    /// than the parallel threshold.
+    const SHAPES: [(usize, usize, usize); 4] =
+        [(13, 36, 80), (1, 4, 16), (7, 384, 112), (64, 256, 160)];
+
+    #[test]
+    fn every_int8_kernel_gives_the_exact_integer_products() {
+        for (rows, k, n) in SHAPES {
+            // Integer inputs whose scales are 1: the product is exact and known.
+            let x = integers(rows, k, 11);
+            let w = transpose(&integers(n, k, 3), n, k);
+            let want: Vec<f32> = (0..rows * n)
+                .map(|i| {
+                    let (r, j) = (i / n, i % n);
+                    (0..k).map(|kk| x[r * k + kk] as f64 * w[kk * n + j] as f64).sum::<f64>()
+                        as f32
+                        + 0.5
+                })
+                .collect();
+            for isa in Isa::int8().with_fallbacks() {
+                let weights = Int8Weights::quantize_for(&w, k, n, isa).unwrap();
+                for threads in [1, 2] {
+                    let mut dst = vec![0.5f32; rows * n];
+                    weights.accumulate(&x, &mut dst, threads);
+                    assert_eq!(dst, want, "{isa:?}, {rows}×{k}×{n}, {threads} threads");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int8_stays_close_to_f32_on_ordinary_values() {
+        let (rows, k, n) = (64, 256, 160);
+        let (x, w) = (values(rows * k, 7), values(k * n, 5));
+        let mut got = vec![0f32; rows * n];
+        Int8Weights::quantize(&w, k, n)
+            .unwrap()
+            .accumulate(&x, &mut got, 2);
+        let (mut dot, mut gg, mut ww, mut worst) = (0f64, 0f64, 0f64, 0f32);
+        for i in 0..rows * n {
+            let (r, j) = (i / n, i % n);
+            let exact: f32 = (0..k).map(|kk| x[r * k + kk] * w[kk * n + j]).sum();
+            dot += (got[i] * exact) as f64;
+            gg += (got[i] * got[i]) as f64;
+            ww += (exact * exact) as f64;
+            worst = worst.max((got[i] - exact).abs());
+        }
+        let cosine = dot / (gg.sqrt() * ww.sqrt());
+        assert!(cosine > 0.999, "cosine to f32 {cosine}");
+        assert!(worst > 0.0, "no rounding error at all: nothing was quantised");
+    }
+
+    #[test]
+    fn every_f32_kernel_equals_the_plain_product() {
+        for (rows, k, n) in SHAPES {
+            let (x, w) = (values(rows * k, 17), values(k * n, 19));
+            for isa in Isa::f32().with_fallbacks() {
+                let weights = F32Weights::pack_for(&w, k, n, isa).unwrap();
+                assert_eq!(weights.unpacked(), w);
+                for threads in [1, 2] {
+                    let mut dst = vec![0.25f32; rows * n];
+                    weights.accumulate(&x, &mut dst, threads);
+                    for i in 0..rows * n {
+                        let (r, j) = (i / n, i % n);
+                        let want: f64 = 0.25
+                            + (0..k)
+                                .map(|kk| x[r * k + kk] as f64 * w[kk * n + j] as f64)
+                                .sum::<f64>();
+                        // f32 sums of k products, in another order than f64's.
+                        let tolerance = 1e-5 * (k as f64).sqrt() * 8.0;
+                        assert!(
+                            (dst[i] as f64 - want).abs() < tolerance,
+                            "{isa:?} {rows}×{k}×{n} at ({r}, {j}): {} want {want}",
+                            dst[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantised_rows_round_to_the_nearest_step() {
+        let x = [0.0, 1.0, -2.0, 0.51, -0.49, 2.0, 0.0, 0.0];
+        let (mut q, mut s) = ([0u8; 8], [0f32; 2]);
+        quantize_rows(&x, 4, &mut q, &mut s);
+        assert_eq!(s[0], 2.0 / 127.0);
+        // 1.0 / (2 / 127) = 63.5 → 64 (ties to even); -2 → -127.
+        assert_eq!(&q[..4], &[128, 128 + 64, 1, 128 + 32]);
+        let zero = [0.0f32; 4];
+        quantize_rows(&zero, 4, &mut q[..4], &mut s[..1]);
+        assert_eq!((s[0], &q[..4]), (1.0, &[128u8; 4][..]));
+    }
+
+    #[test]
+    fn shapes_the_kernels_cannot_take_are_refused() {
+        assert!(Int8Weights::quantize(&[0.0; 3 * 16], 3, 16).is_err());
+        assert!(Int8Weights::quantize(&[0.0; 4 * 8], 4, 8).is_err());
+        assert!(F32Weights::pack(&[0.0; 4], 4, 16).is_err());
+    }
+}
