@@ -117,7 +117,11 @@ fn accuracy_sentences() -> Vec<String> {
     for file in ["short", "long"] {
         let text =
             std::fs::read_to_string(repo_root().join(format!("data/bench/{file}.txt"))).unwrap();
-        texts.extend(text.lines().filter(|l| !l.trim().is_empty()).map(String::from));
+        texts.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from),
+        );
     }
     texts
 }

@@ -3,7 +3,7 @@
 //! with server-side batching on and off. Client and server share the machine's cores, as a
 //! sidecar load generator would.
 //!
-//!     cargo bench --bench load [-- --seconds 6 --json out.json --batching on|off --concurrency 1,8]
+//!     cargo bench --bench load [-- --seconds 6 --json out.json --batching on|off --concurrency 1,8 --int8]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -39,6 +39,7 @@ async fn main() {
         Some("off") => vec![false],
         _ => vec![true, false],
     };
+    let int8 = std::env::args().any(|a| a == "--int8");
     let levels: Vec<usize> = arg("--concurrency").map_or(vec![1, 8, 32, 64], |l| {
         l.split(',')
             .map(|c| c.parse().expect("--concurrency 1,8,32"))
@@ -47,6 +48,9 @@ async fn main() {
     for batching in modes {
         let mut options =
             ServerOptions::local(ModelsConfig::from_text(config, dir.path(), "bench").unwrap());
+        if int8 {
+            options.manager.int8_models = ["minilm".to_string()].into();
+        }
         options.core.batching = batching.then(|| BatchingOptions {
             max_batch_size: 64,
             ..BatchingOptions::default()
@@ -66,7 +70,12 @@ async fn main() {
         for &concurrency in &levels {
             let [g, r] = grpc_and_rest(&s, "minilm", &sentences, concurrency, run).await;
             for (transport, o) in [("gRPC", g), ("REST", r)] {
-                let on = if batching { "on" } else { "off" };
+                let on = match (batching, int8) {
+                    (true, false) => "on",
+                    (false, false) => "off",
+                    (true, true) => "on, int8",
+                    (false, true) => "off, int8",
+                };
                 println!(
                     "| {on} | {transport} | {concurrency} | {:.0} | {:.2} ms | {:.2} ms | {} |",
                     o.rps,
@@ -75,7 +84,8 @@ async fn main() {
                     o.errors
                 );
                 results.push(serde_json::json!({
-                    "server": "candle-serving", "batching": batching, "transport": transport,
+                    "server": "candle-serving", "batching": batching, "int8": int8,
+                    "transport": transport,
                     "concurrency": concurrency, "rps": o.rps,
                     "p50_ms": o.p50.as_secs_f64() * 1e3, "p99_ms": o.p99.as_secs_f64() * 1e3,
                     "errors": o.errors,

@@ -30,7 +30,13 @@ async fn main() {
         .collect();
     let mean_chars =
         sentences.iter().map(|s| s.chars().count()).sum::<usize>() as f64 / sentences.len() as f64;
-    let dir = repo_root().join("model_repo/symptom_ner/1");
+    // The version the server serves: the highest in the repository.
+    let version: i64 = std::fs::read_dir(repo_root().join("model_repo/symptom_ner"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .max()
+        .expect("a symptom_ner version");
+    let dir = repo_root().join(format!("model_repo/symptom_ner/{version}"));
     let servable = TaggerServable::load(&dir).unwrap();
 
     // In-process: the whole servable call (decode UTF-8, map characters, BiLSTM, Viterbi,
@@ -81,7 +87,7 @@ async fn main() {
         candle_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient::new(
             connections[0].clone(),
         );
-    wait_for_state(&mut status, "symptom_ner", 1, AVAILABLE).await;
+    wait_for_state(&mut status, "symptom_ner", version, AVAILABLE).await;
     let sentences = Arc::new(sentences);
     for concurrency in [1usize, 10] {
         let begun = Instant::now();

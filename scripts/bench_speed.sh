@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The speed benchmark of the README, in one run on one machine: candle-serving's MiniLM in
-# process (benches/encoder.rs) and under gRPC/REST load with and without batching
-# (benches/load.rs), then the peers on the same sentences (scripts/bench_peers.sh: PyTorch and
-# onnxruntime with 2 threads, Flask+gunicorn+PyTorch), then the tables with ratios.
+# process, fp32 and int8 (benches/encoder.rs), under gRPC/REST load with and without batching
+# (benches/load.rs), the tagger and the relevance classifier (benches/ner.rs, relevance.rs),
+# then the peers on the same sentences (scripts/bench_peers.sh: PyTorch and onnxruntime with
+# 2 threads, Flask+gunicorn+PyTorch), then the tables with ratios, under the CPU's flags.
 # Results: .cache/speed/*.json. Run it on an otherwise idle machine.
 #   scripts/bench_speed.sh [SECONDS_PER_CELL]
 set -euo pipefail
@@ -12,9 +13,25 @@ seconds=${1:-5}
 out=.cache/speed
 mkdir -p "$out"
 ./scripts/fetch_weights.sh
-cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --json "$out/candle_inprocess.json"
-cargo bench --locked --all-features --bench load -- --seconds "$seconds" --json "$out/candle_load.json"
+# The host first: kernels are chosen at run time, so the figures depend on these flags.
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
+  | grep -xE 'avx2|fma|avx512f|avx512bw|avx512vl|avx512_vnni|avx_vnni|avx512_bf16|amx_int8' | xargs)"
+echo "== host: $(nproc) cores, $cpu; flags: $flags"
+cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --json "$out/candle_fp32.json"
+cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --int8 --json "$out/candle_int8.json"
+python3 -c 'import json,sys; print(json.dumps(sum((json.load(open(p)) for p in sys.argv[1:]), [])))' \
+  "$out/candle_fp32.json" "$out/candle_int8.json" > "$out/candle_inprocess.json"
+cargo bench --locked --all-features --bench load -- --seconds "$seconds" --json "$out/candle_load_fp32.json"
+cargo bench --locked --all-features --bench load -- --seconds "$seconds" --int8 --batching on \
+  --concurrency 1,32 --json "$out/candle_load_int8.json"
+python3 -c 'import json,sys; print(json.dumps(sum((json.load(open(p)) for p in sys.argv[1:]), [])))' \
+  "$out/candle_load_fp32.json" "$out/candle_load_int8.json" > "$out/candle_load.json"
+# The small models: the tagger over gRPC (goal 11,000 requests/s at concurrency 10) and the
+# relevance classifier's per-call cost.
+cargo bench --locked --all-features --bench ner
+cargo bench --locked --all-features --bench relevance
 ./scripts/bench_peers.sh --seconds "$seconds" --json "$out/peers.json"
 echo
-echo "== $(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "== $(date -u +%Y-%m-%d), $(nproc) cores, $cpu; flags: $flags"
 python3 benches/speed_table.py "$out/candle_inprocess.json" "$out/candle_load.json" "$out/peers.json"

@@ -48,7 +48,7 @@ pub struct ManagerOptions {
     pub allow_labels_for_unavailable: bool,
     /// Threads of the load pool.
     pub load_threads: usize,
-    /// `--int8_models`: models whose versions load with 8-bit dense layers.
+    /// `--int8_models`: models whose versions load with int8 dense layers.
     pub int8_models: BTreeSet<String>,
     /// `--model_cache_dir`: where versions in object storage are mirrored.
     pub model_cache_dir: PathBuf,

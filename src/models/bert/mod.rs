@@ -4,9 +4,9 @@
 //! and the encoder to [`model`]. They know nothing of versions, queues or transports.
 
 pub mod config;
-mod packed;
 mod kernels;
 pub mod model;
+mod packed;
 pub mod tokenize;
 
 use std::path::Path;

@@ -74,10 +74,7 @@ impl Isa {
     #[cfg(test)]
     pub fn with_fallbacks(self) -> Vec<Isa> {
         let all = [Isa::Avx512, Isa::Avx2, Isa::Portable];
-        all.iter()
-            .copied()
-            .skip_while(|&isa| isa != self)
-            .collect()
+        all.iter().copied().skip_while(|&isa| isa != self).collect()
     }
 
     /// How the benchmarks and the start-up log name the int8 kernel.
@@ -204,7 +201,10 @@ impl F32Weights {
     pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize) {
         let (k, n) = (self.inputs, self.outputs);
         let rows = x.len() / k;
-        assert!(rows * k == x.len() && rows * n == dst.len(), "f32 layer: shapes");
+        assert!(
+            rows * k == x.len() && rows * n == dst.len(),
+            "f32 layer: shapes"
+        );
         let out = Out {
             ptr: dst.as_mut_ptr(),
         };
@@ -216,29 +216,37 @@ impl F32Weights {
             .map(|s| s..(s + F32_BLOCK).min(k))
             .collect();
         let parallel = parallel(threads, rows, k, n);
-        tiles(rows, n / PANEL, &k_blocks, F32_TILE, parallel, out, |r, p, kr, out| {
-            assert!(r.end * k <= x.len() && (p.end * k) * PANEL <= self.packed.len());
-            let tile = F32Tile {
-                // SAFETY (all three): inside x, the packed weights (asserted) and dst, whose
-                // rows r and panels p only this task writes.
-                a: unsafe { x.as_ptr().add(r.start * k + kr.start) },
-                lda: k,
-                b: unsafe { self.packed.as_ptr().add((p.start * k + kr.start) * PANEL) },
-                panel_stride: k * PANEL,
-                inputs: kr.len(),
-                rows: r.len(),
-                panels: p.len(),
-                dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
-                stride: n,
-            };
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => x86::f32_avx512(&tile),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => x86::f32_avx2(&tile),
-                _ => f32_portable(&tile),
-            }
-        });
+        tiles(
+            rows,
+            n / PANEL,
+            &k_blocks,
+            F32_TILE,
+            parallel,
+            out,
+            |r, p, kr, out| {
+                assert!(r.end * k <= x.len() && (p.end * k) * PANEL <= self.packed.len());
+                let tile = F32Tile {
+                    // SAFETY (all three): inside x, the packed weights (asserted) and dst, whose
+                    // rows r and panels p only this task writes.
+                    a: unsafe { x.as_ptr().add(r.start * k + kr.start) },
+                    lda: k,
+                    b: unsafe { self.packed.as_ptr().add((p.start * k + kr.start) * PANEL) },
+                    panel_stride: k * PANEL,
+                    inputs: kr.len(),
+                    rows: r.len(),
+                    panels: p.len(),
+                    dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
+                    stride: n,
+                };
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => x86::f32_avx512(&tile),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => x86::f32_avx2(&tile),
+                    _ => f32_portable(&tile),
+                }
+            },
+        );
     }
 }
 
@@ -363,7 +371,10 @@ impl Int8Weights {
     pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize) {
         let (k, n) = (self.inputs, self.outputs);
         let rows = x.len() / k;
-        assert!(rows * k == x.len() && rows * n == dst.len(), "int8 layer: shapes");
+        assert!(
+            rows * k == x.len() && rows * n == dst.len(),
+            "int8 layer: shapes"
+        );
         let blocks = blocks(k);
         let mut a = vec![0u8; rows * k];
         let mut row_scales = vec![0f32; rows * blocks.len()];
@@ -373,34 +384,42 @@ impl Int8Weights {
         };
         let isa = self.isa;
         let parallel = parallel(threads, rows, k, n);
-        tiles(rows, n / PANEL, &[0..k], INT8_TILE, parallel, out, |r, p, _, out| {
-            assert!(r.end * k <= a.len() && p.end * k * PANEL <= self.packed.len());
-            let tile = Int8Tile {
-                // SAFETY (pointers): inside `a`, the packed weights (asserted above) and
-                // `dst`, whose rows r and panels p only this task writes.
-                a: unsafe { a.as_ptr().add(r.start * k) },
-                lda: k,
-                b: unsafe { self.packed.as_ptr().add(p.start * k * PANEL) },
-                panel_stride: k * PANEL,
-                inputs: k,
-                rows: r.len(),
-                panels: p.len(),
-                row_scales: &row_scales[r.start * blocks.len()..r.end * blocks.len()],
-                blocks: blocks.len(),
-                col_scales: &self.scales[p.start * PANEL..],
-                neg_shift: &self.neg_shift[p.start * PANEL..],
-                outputs: n,
-                dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
-                stride: n,
-            };
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => x86::int8_avx512(&tile),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => x86::int8_avxvnni(&tile),
-                _ => int8_portable(&tile),
-            }
-        });
+        tiles(
+            rows,
+            n / PANEL,
+            &[0..k],
+            INT8_TILE,
+            parallel,
+            out,
+            |r, p, _, out| {
+                assert!(r.end * k <= a.len() && p.end * k * PANEL <= self.packed.len());
+                let tile = Int8Tile {
+                    // SAFETY (pointers): inside `a`, the packed weights (asserted above) and
+                    // `dst`, whose rows r and panels p only this task writes.
+                    a: unsafe { a.as_ptr().add(r.start * k) },
+                    lda: k,
+                    b: unsafe { self.packed.as_ptr().add(p.start * k * PANEL) },
+                    panel_stride: k * PANEL,
+                    inputs: k,
+                    rows: r.len(),
+                    panels: p.len(),
+                    row_scales: &row_scales[r.start * blocks.len()..r.end * blocks.len()],
+                    blocks: blocks.len(),
+                    col_scales: &self.scales[p.start * PANEL..],
+                    neg_shift: &self.neg_shift[p.start * PANEL..],
+                    outputs: n,
+                    dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
+                    stride: n,
+                };
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => x86::int8_avx512(&tile),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => x86::int8_avxvnni(&tile),
+                    _ => int8_portable(&tile),
+                }
+            },
+        );
     }
 }
 
@@ -496,7 +515,13 @@ fn quantize_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
         let inv = 127.0 / if max > 0.0 { max } else { 127.0 };
         for (q, &v) in q.iter_mut().zip(block) {
             let v = v * inv;
-            let v = if v > 127.0 { 127.0 } else if v < -127.0 { -127.0 } else { v };
+            let v = if v > 127.0 {
+                127.0
+            } else if v < -127.0 {
+                -127.0
+            } else {
+                v
+            };
             // Adding 2²³ rounds to an integer (ties to even) and leaves it in the low bits
             // of the mantissa: no float-to-int conversion, which Rust defines for NaN and
             // out-of-range values and LLVM then will not vectorise.
@@ -676,8 +701,7 @@ mod x86 {
                 let lo = unsafe { _mm256_loadu_si256(b.add(g * 64) as *const _) };
                 let hi = unsafe { _mm256_loadu_si256(b.add(g * 64 + 32) as *const _) };
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let x =
-                        unsafe { (t.a.add(r * t.lda + g * 4) as *const i32).read_unaligned() };
+                    let x = unsafe { (t.a.add(r * t.lda + g * 4) as *const i32).read_unaligned() };
                     let x = _mm256_set1_epi32(x);
                     acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, lo);
                     acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, hi);
@@ -765,8 +789,9 @@ mod tests {
             let want: Vec<f32> = (0..rows * n)
                 .map(|i| {
                     let (r, j) = (i / n, i % n);
-                    (0..k).map(|kk| x[r * k + kk] as f64 * w[kk * n + j] as f64).sum::<f64>()
-                        as f32
+                    (0..k)
+                        .map(|kk| x[r * k + kk] as f64 * w[kk * n + j] as f64)
+                        .sum::<f64>() as f32
                         + 0.5
                 })
                 .collect();
@@ -800,7 +825,10 @@ mod tests {
         }
         let cosine = dot / (gg.sqrt() * ww.sqrt());
         assert!(cosine > 0.999, "cosine to f32 {cosine}");
-        assert!(worst > 0.0, "no rounding error at all: nothing was quantised");
+        assert!(
+            worst > 0.0,
+            "no rounding error at all: nothing was quantised"
+        );
     }
 
     #[test]
