@@ -382,9 +382,9 @@ impl DenseKernel {
         let rows = x.len() / k;
         let mut dst = self.start(rows, residual);
         let threads = Self::threads();
-        match &self.weights {
-            Weights::Packed(w) => w.accumulate(x, &mut dst, threads),
-            Weights::Int8(w) => w.accumulate(x, &mut dst, threads),
+        let gelu_done = match &self.weights {
+            Weights::Packed(w) => w.accumulate(x, &mut dst, threads, gelu),
+            Weights::Int8(w) => w.accumulate(x, &mut dst, threads, gelu),
             Weights::Plain(w) => {
                 let parallelism = if threads > 1 {
                     Parallelism::Rayon(threads)
@@ -396,9 +396,10 @@ impl DenseKernel {
                     let (x, w) = (View::rows(x.as_ptr(), k), View::rows(w.as_ptr(), n));
                     product(rows, n, k, dst.as_mut_ptr(), true, x, w, parallelism);
                 }
+                false
             }
-        }
-        Self::finish(&mut dst, gelu);
+        };
+        Self::finish(&mut dst, gelu && !gelu_done);
         dst
     }
 

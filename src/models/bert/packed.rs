@@ -197,8 +197,10 @@ impl F32Weights {
         w
     }
 
-    /// `dst += x · W`: `x` is `[rows, inputs]`, `dst` `[rows, outputs]`.
-    pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize) {
+    /// `dst += x · W`: `x` is `[rows, inputs]`, `dst` `[rows, outputs]`. With `gelu`, the
+    /// AVX-512 kernel applies GELU to the result as it stores it and this returns true;
+    /// otherwise the caller applies it.
+    pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize, gelu: bool) -> bool {
         let (k, n) = (self.inputs, self.outputs);
         let rows = x.len() / k;
         assert!(
@@ -209,6 +211,7 @@ impl F32Weights {
             ptr: dst.as_mut_ptr(),
         };
         let isa = self.isa;
+        let fuse = gelu && isa == Isa::Avx512;
         // Inputs in blocks of F32_BLOCK, so that a task's 4 panels of a block (32 KB) stay in
         // the L1 cache while the rows go by.
         let k_blocks: Vec<Range<usize>> = (0..k)
@@ -237,6 +240,7 @@ impl F32Weights {
                     panels: p.len(),
                     dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
                     stride: n,
+                    gelu: fuse && kr.end == k,
                 };
                 match isa {
                     #[cfg(target_arch = "x86_64")]
@@ -247,6 +251,7 @@ impl F32Weights {
                 }
             },
         );
+        fuse
     }
 }
 
@@ -266,6 +271,8 @@ struct F32Tile {
     panels: usize,
     dst: *mut f32,
     stride: usize,
+    /// Apply GELU as the sums are stored (AVX-512 only, on the last block of inputs).
+    gelu: bool,
 }
 
 fn f32_portable(t: &F32Tile) {
@@ -367,8 +374,9 @@ impl Int8Weights {
     }
 
     /// `dst += x · W`, with each row of `x` (`[rows, inputs]`) quantised to int8 first, one
-    /// scale per block of inputs (its largest magnitude / 127).
-    pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize) {
+    /// scale per block of inputs (its largest magnitude / 127). GELU as in
+    /// [`F32Weights::accumulate`].
+    pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize, gelu: bool) -> bool {
         let (k, n) = (self.inputs, self.outputs);
         let rows = x.len() / k;
         assert!(
@@ -383,6 +391,7 @@ impl Int8Weights {
             ptr: dst.as_mut_ptr(),
         };
         let isa = self.isa;
+        let fuse = gelu && isa == Isa::Avx512;
         let parallel = parallel(threads, rows, k, n);
         tiles(
             rows,
@@ -410,6 +419,7 @@ impl Int8Weights {
                     outputs: n,
                     dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
                     stride: n,
+                    gelu: fuse,
                 };
                 match isa {
                     #[cfg(target_arch = "x86_64")]
@@ -420,6 +430,7 @@ impl Int8Weights {
                 }
             },
         );
+        fuse
     }
 }
 
@@ -442,6 +453,8 @@ struct Int8Tile<'a> {
     outputs: usize,
     dst: *mut f32,
     stride: usize,
+    /// Apply GELU as the sums are stored (AVX-512 only).
+    gelu: bool,
 }
 
 impl Int8Tile<'_> {
@@ -559,6 +572,62 @@ mod x86 {
         };
     }
 
+    /// Exact (erf) GELU of 16 values, as `kernels::gelu_in_place` computes it: erf by
+    /// Abramowitz and Stegun 7.1.26, with the division done by `rcp14` and one Newton step
+    /// and `e^x` by a degree-6 polynomial and `scalef`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn gelu(x: __m512) -> __m512 {
+        let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+        let a = _mm512_abs_ps(z);
+        // t = 1 / (1 + p a)
+        let d = _mm512_fmadd_ps(a, _mm512_set1_ps(0.327_591_1), _mm512_set1_ps(1.0));
+        let t0 = _mm512_rcp14_ps(d);
+        let t = _mm512_mul_ps(t0, _mm512_fnmadd_ps(d, t0, _mm512_set1_ps(2.0)));
+        let mut poly = _mm512_set1_ps(1.061_405_4);
+        for c in [-1.453_152, 1.421_413_7, -0.284_496_74, 0.254_829_6] {
+            poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
+        }
+        poly = _mm512_mul_ps(poly, t);
+        // e^(-a²), its argument clamped as in kernels::exp.
+        let e = _mm512_max_ps(
+            _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a),
+            _mm512_set1_ps(-87.0),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(e, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), e);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+        let mut p = _mm512_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let exp = _mm512_scalef_ps(p, n);
+        // erf(|z|) = 1 - poly e^(-z²), then the sign of z.
+        let erf_abs = _mm512_fnmadd_ps(poly, exp, _mm512_set1_ps(1.0));
+        let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
+        let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), sign));
+        // 0.5 x (1 + erf)
+        let half_x = _mm512_mul_ps(x, _mm512_set1_ps(0.5));
+        _mm512_fmadd_ps(half_x, erf, half_x)
+    }
+
+    /// GELU over a tile just stored (still in L1). Kept out of line: inlined, its registers
+    /// made LLVM spill the accumulators of the f32 kernel's main loop (fp32 fell by a third).
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gelu_rows(dst: *mut f32, stride: usize, rows: usize, width: usize) {
+        for r in 0..rows {
+            for c in (0..width).step_by(PANEL) {
+                unsafe {
+                    let d = dst.add(r * stride + c);
+                    _mm512_storeu_ps(d, gelu(_mm512_loadu_ps(d)));
+                }
+            }
+        }
+    }
+
     pub(super) fn f32_avx512(t: &F32Tile) {
         // SAFETY: Isa::f32() saw AVX-512 F; the tile lies inside its buffers (F32Tile).
         unsafe { dispatch!(f32_avx512_tile, t.rows, t.panels, (t)) }
@@ -586,6 +655,9 @@ mod x86 {
                     _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), v));
                 }
             }
+        }
+        if t.gelu {
+            unsafe { gelu_rows(t.dst, t.stride, R, P * PANEL) };
         }
     }
 
@@ -671,6 +743,9 @@ mod x86 {
                     _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), v));
                 }
             }
+        }
+        if t.gelu {
+            unsafe { gelu_rows(t.dst, t.stride, R, P * PANEL) };
         }
     }
 
@@ -799,7 +874,7 @@ mod tests {
                 let weights = Int8Weights::quantize_for(&w, k, n, isa).unwrap();
                 for threads in [1, 2] {
                     let mut dst = vec![0.5f32; rows * n];
-                    weights.accumulate(&x, &mut dst, threads);
+                    weights.accumulate(&x, &mut dst, threads, false);
                     assert_eq!(dst, want, "{isa:?}, {rows}×{k}×{n}, {threads} threads");
                 }
             }
@@ -813,7 +888,7 @@ mod tests {
         let mut got = vec![0f32; rows * n];
         Int8Weights::quantize(&w, k, n)
             .unwrap()
-            .accumulate(&x, &mut got, 2);
+            .accumulate(&x, &mut got, 2, false);
         let (mut dot, mut gg, mut ww, mut worst) = (0f64, 0f64, 0f64, 0f32);
         for i in 0..rows * n {
             let (r, j) = (i / n, i % n);
@@ -840,7 +915,7 @@ mod tests {
                 assert_eq!(weights.unpacked(), w);
                 for threads in [1, 2] {
                     let mut dst = vec![0.25f32; rows * n];
-                    weights.accumulate(&x, &mut dst, threads);
+                    weights.accumulate(&x, &mut dst, threads, false);
                     for i in 0..rows * n {
                         let (r, j) = (i / n, i % n);
                         let want: f64 = 0.25
@@ -856,6 +931,63 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// GELU by its definition, with libm's erf.
+    fn exact_gelu(x: f32) -> f32 {
+        0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+    }
+
+    #[test]
+    fn the_vector_gelu_matches_the_definition() {
+        if Isa::f32() != Isa::Avx512 {
+            return;
+        }
+        let xs: Vec<f32> = (-12_000..=12_000).map(|i| i as f32 / 1000.0).collect();
+        let mut worst = 0f32;
+        for chunk in xs.chunks_exact(16) {
+            let mut out = [0f32; 16];
+            // SAFETY: Isa::f32() saw AVX-512 F.
+            unsafe {
+                use std::arch::x86_64::*;
+                let v = x86::gelu(_mm512_loadu_ps(chunk.as_ptr()));
+                _mm512_storeu_ps(out.as_mut_ptr(), v);
+            }
+            for (&x, &g) in chunk.iter().zip(&out) {
+                worst = worst.max((g - exact_gelu(x)).abs());
+            }
+        }
+        assert!(worst < 2e-6, "largest difference from erf GELU {worst}");
+    }
+
+    #[test]
+    fn gelu_inside_the_product_equals_gelu_after_it() {
+        let (rows, k, n) = (13, 384, 112);
+        let (x, w) = (values(rows * k, 23), values(k * n, 29));
+        let f32_weights = F32Weights::pack(&w, k, n).unwrap();
+        let int8_weights = Int8Weights::quantize(&w, k, n).unwrap();
+        type Product<'a> = Box<dyn Fn(&mut [f32], bool) -> bool + 'a>;
+        let products: [(&str, Product); 2] = [
+            ("f32", Box::new(|d, g| f32_weights.accumulate(&x, d, 2, g))),
+            (
+                "int8",
+                Box::new(|d, g| int8_weights.accumulate(&x, d, 2, g)),
+            ),
+        ];
+        for (name, product) in products {
+            let mut plain = vec![0.1f32; rows * n];
+            assert!(!product(&mut plain, false));
+            let mut fused = vec![0.1f32; rows * n];
+            if !product(&mut fused, true) {
+                continue; // not fused on this CPU: the caller applies GELU
+            }
+            for (i, (&f, &p)) in fused.iter().zip(&plain).enumerate() {
+                assert!(
+                    (f - exact_gelu(p)).abs() < 2e-6,
+                    "{name} at {i}: {f} vs gelu({p})"
+                );
             }
         }
     }
