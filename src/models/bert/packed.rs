@@ -97,15 +97,21 @@ unsafe impl Sync for Out {}
 unsafe impl Send for Out {}
 
 /// Calls `tile(rows, panels, inputs, out)` for every tile of a `rows × panels` product in
-/// tiles of up to `shape` (rows, panels), inputs taken in `k_blocks` (each block is added
-/// into `out`; the block loop is outside the row loop, so a block of weights stays in L1
-/// while every row goes by), groups of panels spread over the rayon pool when `parallel`.
+/// tiles of up to `shape` (rows, panels), inputs taken in `k_blocks`, each added into `out`.
+///
+/// The groups of panels are shared out into `tasks` contiguous runs, one per thread. A task
+/// walks the rows in chunks of about [`ROW_CHUNK_BYTES`] of inputs (`row_bytes` per row):
+/// each chunk stays in L2 while every group of the task passes over it, and within a group a
+/// block of weights stays in L1 while the chunk's rows go by. (Without the chunks, each group
+/// read all the rows again: megabytes from L3 per group for a batch of long sentences.)
+#[allow(clippy::too_many_arguments)]
 fn tiles<F>(
     rows: usize,
     panels: usize,
     k_blocks: &[Range<usize>],
     shape: (usize, usize),
-    parallel: bool,
+    row_bytes: usize,
+    tasks: usize,
     out: Out,
     tile: F,
 ) where
@@ -116,25 +122,44 @@ fn tiles<F>(
         .step_by(tile_panels)
         .map(|p| p..(p + tile_panels).min(panels))
         .collect();
-    let columns = |panels: &Range<usize>| {
-        for inputs in k_blocks {
-            let mut row = 0;
-            while row < rows {
-                let end = (row + tile_rows).min(rows);
-                tile(row..end, panels.clone(), inputs.clone(), out);
-                row = end;
+    let chunk_rows = (ROW_CHUNK_BYTES / row_bytes.max(1) / tile_rows).max(1) * tile_rows;
+    let run = |task: &[Range<usize>]| {
+        for chunk in (0..rows).step_by(chunk_rows) {
+            let chunk_end = (chunk + chunk_rows).min(rows);
+            for panels in task {
+                for inputs in k_blocks {
+                    let mut row = chunk;
+                    while row < chunk_end {
+                        let end = (row + tile_rows).min(chunk_end);
+                        tile(row..end, panels.clone(), inputs.clone(), out);
+                        row = end;
+                    }
+                }
             }
         }
     };
-    if parallel && groups.len() > 1 {
-        groups.par_iter().for_each(columns);
+    let tasks = tasks.clamp(1, groups.len().max(1));
+    if tasks > 1 {
+        groups
+            .par_chunks(groups.len().div_ceil(tasks))
+            .for_each(run);
     } else {
-        groups.iter().for_each(columns);
+        run(&groups);
     }
 }
 
-fn parallel(threads: usize, rows: usize, k: usize, n: usize) -> bool {
-    threads > 1 && rows * k * n >= PARALLEL_MACS
+/// Inputs of a chunk of rows, kept in L2 across a task's groups of panels.
+const ROW_CHUNK_BYTES: usize = 256 * 1024;
+
+/// How many tasks a product is split into: one per thread, or one when it is too small for
+/// waking a second thread to pay.
+fn tasks(threads: usize, rows: usize, k: usize, n: usize) -> usize {
+    if rows * k * n >= PARALLEL_MACS && threads > 1 {
+        // Several per thread, so that a thread held up elsewhere is not waited for.
+        4 * threads
+    } else {
+        1
+    }
 }
 
 fn check_shape(inputs: usize, outputs: usize, values: usize, step: usize) -> Result<(), String> {
@@ -218,13 +243,14 @@ impl F32Weights {
             .step_by(F32_BLOCK)
             .map(|s| s..(s + F32_BLOCK).min(k))
             .collect();
-        let parallel = parallel(threads, rows, k, n);
+        let tasks = tasks(threads, rows, k, n);
         tiles(
             rows,
             n / PANEL,
             &k_blocks,
             F32_TILE,
-            parallel,
+            k * 4,
+            tasks,
             out,
             |r, p, kr, out| {
                 assert!(r.end * k <= x.len() && (p.end * k) * PANEL <= self.packed.len());
@@ -392,13 +418,14 @@ impl Int8Weights {
         };
         let isa = self.isa;
         let fuse = gelu && isa == Isa::Avx512;
-        let parallel = parallel(threads, rows, k, n);
+        let tasks = tasks(threads, rows, k, n);
         tiles(
             rows,
             n / PANEL,
             &[0..k],
             INT8_TILE,
-            parallel,
+            k,
+            tasks,
             out,
             |r, p, _, out| {
                 assert!(r.end * k <= a.len() && p.end * k * PANEL <= self.packed.len());
