@@ -26,11 +26,13 @@ fn main() {
     let int8 = std::env::args().any(|a| a == "--int8");
     let servable = load_servable_with(&dir, &LoadOptions { int8 })
         .expect("run scripts/fetch_weights.sh first");
-    let runtime = if int8 {
-        "candle-serving-int8"
-    } else {
-        "candle-serving"
-    };
+    let runtime = arg("--runtime").unwrap_or_else(|| {
+        if int8 {
+            "candle-serving-int8".into()
+        } else {
+            "candle-serving".into()
+        }
+    });
     let bench = repo_root().join("data/bench");
     if int8 {
         let fp32 = load_servable_with(&dir, &LoadOptions { int8: false }).unwrap();

@@ -35,6 +35,25 @@ def main():
             print(f"| {file} | {batch} | {ours:.0f} | {i8} | {ort:.0f} | {torch:.0f} "
                   f"| {ours / ort:.2f}x | {i8_ort} | {i8_fp32} | {ours / torch:.2f}x |")
 
+    avx2 = [(f, b) for f in ("short", "long") for b in (1, 8, 32)
+            if ("candle-serving-avx2", f, b) in rate]
+    if avx2:
+        print()
+        print("The AVX2 dense-layer kernels on the same host (CANDLE_SERVING_KERNELS=avx2)")
+        print()
+        print("| file | batch | fp32 AVX2+FMA | int8 AVX-VNNI | onnxruntime fp32 | fp32 vs onnxruntime "
+              "| int8 vs onnxruntime | int8 vs fp32 |")
+        print("|---|---|---|---|---|---|---|---|")
+        for f, b in avx2:
+            ours, ort = rate[("candle-serving-avx2", f, b)], rate.get(("onnxruntime", f, b))
+            int8 = rate.get(("candle-serving-int8-avx2", f, b))
+            if ort is None:
+                continue
+            i8 = f"{int8:.0f}" if int8 else "-"
+            i8_ort = f"{int8 / ort:.2f}x" if int8 else "-"
+            i8_fp32 = f"{int8 / ours:.2f}x" if int8 else "-"
+            print(f"| {f} | {b} | {ours:.0f} | {i8} | {ort:.0f} | {ours / ort:.2f}x | {i8_ort} | {i8_fp32} |")
+
     flask = {r["concurrency"]: r for r in peers["results"] if "server" in r}
     print()
     print("Servers, one short sentence per request, closed loop: requests/s (p50 / p99 ms)")

@@ -20,8 +20,19 @@ flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
 echo "== host: $(nproc) cores, $cpu; flags: $flags"
 cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --json "$out/candle_fp32.json"
 cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --int8 --json "$out/candle_int8.json"
+# The AVX2 dense-layer kernels (AVX2+FMA for fp32, AVX-VNNI for int8) measured on this host
+# too when it has AVX-512: the run-time choice capped, GELU and softmax unchanged.
+if grep -qw avx512f /proc/cpuinfo; then
+  CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench encoder -- \
+    --seconds "$seconds" --runtime candle-serving-avx2 --json "$out/candle_avx2.json"
+  if grep -qw avx_vnni /proc/cpuinfo; then
+    CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench encoder -- \
+      --seconds "$seconds" --int8 --runtime candle-serving-int8-avx2 --json "$out/candle_int8_avx2.json"
+  fi
+fi
 python3 -c 'import json,sys; print(json.dumps(sum((json.load(open(p)) for p in sys.argv[1:]), [])))' \
-  "$out/candle_fp32.json" "$out/candle_int8.json" > "$out/candle_inprocess.json"
+  "$out"/candle_fp32.json "$out"/candle_int8.json $(ls "$out"/candle_*avx2.json 2>/dev/null) \
+  > "$out/candle_inprocess.json"
 cargo bench --locked --all-features --bench load -- --seconds "$seconds" --json "$out/candle_load_fp32.json"
 cargo bench --locked --all-features --bench load -- --seconds "$seconds" --int8 --batching on \
   --concurrency 1,32 --json "$out/candle_load_int8.json"

@@ -39,15 +39,15 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best f32 kernels this CPU runs.
+    /// The best f32 kernels this CPU runs (see [`Isa::cap`]).
     pub fn f32() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
+                return Isa::Avx512.capped();
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
+                return Isa::Avx2.capped();
             }
         }
         Isa::Portable
@@ -61,13 +61,40 @@ impl Isa {
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vnni")
             {
-                return Isa::Avx512;
+                return Isa::Avx512.capped();
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni") {
-                return Isa::Avx2;
+                return Isa::Avx2.capped();
             }
         }
         Isa::Portable
+    }
+
+    /// `CANDLE_SERVING_KERNELS=avx2` (or `portable`) holds the dense-layer kernels below what
+    /// the CPU offers, read once: to measure the AVX2 kernels on an AVX-512 host
+    /// (`scripts/bench_speed.sh` does). Unset or anything else: no cap.
+    fn cap() -> Isa {
+        static CAP: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *CAP.get_or_init(
+            || match std::env::var("CANDLE_SERVING_KERNELS").as_deref() {
+                Ok("avx2") => Isa::Avx2,
+                Ok("portable") => Isa::Portable,
+                _ => Isa::Avx512,
+            },
+        )
+    }
+
+    fn capped(self) -> Isa {
+        let rank = |isa: Isa| match isa {
+            Isa::Avx512 => 2,
+            Isa::Avx2 => 1,
+            Isa::Portable => 0,
+        };
+        if rank(Isa::cap()) < rank(self) {
+            Isa::cap()
+        } else {
+            self
+        }
     }
 
     /// This ISA and every one below it (the tests run them all against the definition).
