@@ -449,7 +449,7 @@ impl Int8Weights {
         tiles(
             rows,
             n / PANEL,
-            &[0..k],
+            std::slice::from_ref(&(0..k)),
             INT8_TILE,
             k,
             tasks,
@@ -581,14 +581,7 @@ fn quantize_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
         *s = if max > 0.0 { max / 127.0 } else { 1.0 };
         let inv = 127.0 / if max > 0.0 { max } else { 127.0 };
         for (q, &v) in q.iter_mut().zip(block) {
-            let v = v * inv;
-            let v = if v > 127.0 {
-                127.0
-            } else if v < -127.0 {
-                -127.0
-            } else {
-                v
-            };
+            let v = (v * inv).clamp(-127.0, 127.0);
             // Adding 2²³ rounds to an integer (ties to even) and leaves it in the low bits
             // of the mantissa: no float-to-int conversion, which Rust defines for NaN and
             // out-of-range values and LLVM then will not vectorise.
@@ -944,13 +937,13 @@ mod tests {
             .unwrap()
             .accumulate(&x, &mut got, 2, false);
         let (mut dot, mut gg, mut ww, mut worst) = (0f64, 0f64, 0f64, 0f32);
-        for i in 0..rows * n {
+        for (i, &g) in got.iter().enumerate() {
             let (r, j) = (i / n, i % n);
             let exact: f32 = (0..k).map(|kk| x[r * k + kk] * w[kk * n + j]).sum();
-            dot += (got[i] * exact) as f64;
-            gg += (got[i] * got[i]) as f64;
+            dot += (g * exact) as f64;
+            gg += (g * g) as f64;
             ww += (exact * exact) as f64;
-            worst = worst.max((got[i] - exact).abs());
+            worst = worst.max((g - exact).abs());
         }
         let cosine = dot / (gg.sqrt() * ww.sqrt());
         assert!(cosine > 0.999, "cosine to f32 {cosine}");
@@ -970,7 +963,7 @@ mod tests {
                 for threads in [1, 2] {
                     let mut dst = vec![0.25f32; rows * n];
                     weights.accumulate(&x, &mut dst, threads, false);
-                    for i in 0..rows * n {
+                    for (i, &got) in dst.iter().enumerate() {
                         let (r, j) = (i / n, i % n);
                         let want: f64 = 0.25
                             + (0..k)
@@ -979,9 +972,8 @@ mod tests {
                         // f32 sums of k products, in another order than f64's.
                         let tolerance = 1e-5 * (k as f64).sqrt() * 8.0;
                         assert!(
-                            (dst[i] as f64 - want).abs() < tolerance,
-                            "{isa:?} {rows}×{k}×{n} at ({r}, {j}): {} want {want}",
-                            dst[i]
+                            (got as f64 - want).abs() < tolerance,
+                            "{isa:?} {rows}×{k}×{n} at ({r}, {j}): {got} want {want}"
                         );
                     }
                 }
