@@ -36,7 +36,7 @@ fn main() {
     let bench = repo_root().join("data/bench");
     if int8 {
         let fp32 = load_servable_with(&dir, &LoadOptions { int8: false }).unwrap();
-        let texts = accuracy_sentences();
+        let texts = common::minilm_accuracy_sentences();
         let embed = |s: &dyn candle_serving::servable::Servable| {
             let inputs = Inputs::from([("text".to_string(), Tensor::strings(texts.iter()))]);
             let out = s.run("serving_default", &inputs).unwrap();
@@ -102,28 +102,4 @@ fn main() {
     if let Some(path) = arg("--json") {
         std::fs::write(path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     }
-}
-
-/// The reference sentences and both benchmark files.
-fn accuracy_sentences() -> Vec<String> {
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("tests/data/minilm_embeddings.json")).unwrap(),
-    )
-    .unwrap();
-    let mut texts: Vec<String> = reference["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap().to_string())
-        .collect();
-    for file in ["short", "long"] {
-        let text =
-            std::fs::read_to_string(repo_root().join(format!("data/bench/{file}.txt"))).unwrap();
-        texts.extend(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(String::from),
-        );
-    }
-    texts
 }

@@ -265,6 +265,30 @@ pub fn dims(t: &TensorProto) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// The sentences int8 MiniLM is held to: the reference cases and both benchmark files.
+pub fn minilm_accuracy_sentences() -> Vec<String> {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/data/minilm_embeddings.json")).unwrap(),
+    )
+    .unwrap();
+    let mut texts: Vec<String> = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    for file in ["short", "long"] {
+        let text =
+            std::fs::read_to_string(repo_root().join(format!("data/bench/{file}.txt"))).unwrap();
+        texts.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from),
+        );
+    }
+    texts
+}
+
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();

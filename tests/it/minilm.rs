@@ -94,25 +94,7 @@ async fn int8_embeddings_stay_within_cosine_0_999_of_fp32() {
     s.wait_for("fp32", 1, AVAILABLE).await;
     s.wait_for("int8", 1, AVAILABLE).await;
 
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("tests/data/minilm_embeddings.json")).unwrap(),
-    )
-    .unwrap();
-    let mut texts: Vec<String> = reference["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap().to_string())
-        .collect();
-    for file in ["short", "long"] {
-        let text =
-            std::fs::read_to_string(repo_root().join(format!("data/bench/{file}.txt"))).unwrap();
-        texts.extend(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(String::from),
-        );
-    }
+    let texts = minilm_accuracy_sentences();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let embed = |model: &'static str| {
         let mut grpc = s.grpc.clone();
