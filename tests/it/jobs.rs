@@ -496,6 +496,16 @@ fn big_job(i: usize) -> Value {
     json!({ "instances": texts })
 }
 
+/// A job of the largest batch a request may have (256 rows): enough work that 100 of them
+/// outlast a SIGTERM sent after the first two finish, however fast the encoder gets (with
+/// 32 rows, all 100 once finished before the signal).
+fn largest_job(i: usize) -> Value {
+    let texts: Vec<String> = (0..256)
+        .map(|j| format!("the quick brown fox jumps over the lazy dog {i} {j}"))
+        .collect();
+    json!({ "instances": texts })
+}
+
 /// Waits until `server` has finished `n` jobs.
 async fn until_succeeded(server: &Spawned, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -669,7 +679,7 @@ async fn sigterm_finishes_the_jobs_running_and_leaves_the_rest_pending() {
     ];
     let mut a = start(dir.path(), &base, &flags);
     let url = rest(&a);
-    let ids = submit_many(std::slice::from_ref(&url), 100, big_job).await;
+    let ids = submit_many(std::slice::from_ref(&url), 100, largest_job).await;
     until_succeeded(&a, 2).await;
     a.signal("TERM");
     assert_eq!(a.wait_exit(), Some(0));
