@@ -6,7 +6,7 @@
 pub mod config;
 mod kernels;
 pub mod model;
-mod packed;
+pub mod packed;
 pub mod tokenize;
 
 use std::path::Path;
@@ -81,7 +81,8 @@ impl Encoder {
             let isa = packed::Isa::int8();
             if isa == packed::Isa::Portable {
                 tracing::warn!(
-                    "{}: int8 dense layers without VNNI on this CPU: slower than fp32",
+                    "{}: int8 dense layers on the portable kernel (no AVX2 on this CPU): \
+                     slower than fp32",
                     dir.display()
                 );
             } else {

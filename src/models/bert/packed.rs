@@ -53,7 +53,8 @@ impl Isa {
         Isa::Portable
     }
 
-    /// The best int8 kernels: only with a VNNI dot product is int8 faster than f32.
+    /// The best int8 kernels: AVX-512 VNNI, then AVX2 (with AVX-VNNI's `vpdpbusd` when the
+    /// CPU has it, else `vpmaddubsw` on 7-bit weights: see [`Int8Weights`]), then portable.
     pub fn int8() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
@@ -63,7 +64,7 @@ impl Isa {
             {
                 return Isa::Avx512.capped();
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni") {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 return Isa::Avx2.capped();
             }
         }
@@ -104,13 +105,35 @@ impl Isa {
         all.iter().copied().skip_while(|&isa| isa != self).collect()
     }
 
+    /// How the benchmarks name the f32 kernel.
+    pub fn f32_name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2+FMA",
+            Isa::Portable => "portable",
+        }
+    }
+
     /// How the benchmarks and the start-up log name the int8 kernel.
     pub fn int8_name(self) -> &'static str {
         match self {
             Isa::Avx512 => "AVX-512 VNNI",
-            Isa::Avx2 => "AVX-VNNI",
+            Isa::Avx2 if avx_vnni() => "AVX-VNNI",
+            Isa::Avx2 => "AVX2 vpmaddubsw (no VNNI)",
             Isa::Portable => "portable (no VNNI: slower than f32)",
         }
+    }
+}
+
+/// Whether the CPU has AVX-VNNI (`vpdpbusd` on ymm registers).
+fn avx_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -250,8 +273,8 @@ impl F32Weights {
     }
 
     /// `dst += x · W`: `x` is `[rows, inputs]`, `dst` `[rows, outputs]`. With `gelu`, the
-    /// AVX-512 kernel applies GELU to the result as it stores it and this returns true;
-    /// otherwise the caller applies it.
+    /// AVX-512 and AVX2 kernels apply GELU to each tile as they finish it, while it is still
+    /// in L1, and this returns true; otherwise (portable) the caller applies it.
     pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize, gelu: bool) -> bool {
         let (k, n) = (self.inputs, self.outputs);
         let rows = x.len() / k;
@@ -263,7 +286,7 @@ impl F32Weights {
             ptr: dst.as_mut_ptr(),
         };
         let isa = self.isa;
-        let fuse = gelu && isa == Isa::Avx512;
+        let fuse = gelu && isa != Isa::Portable;
         // Inputs in blocks of F32_BLOCK, so that a task's 4 panels of a block (32 KB) stay in
         // the L1 cache while the rows go by.
         let k_blocks: Vec<Range<usize>> = (0..k)
@@ -324,7 +347,7 @@ struct F32Tile {
     panels: usize,
     dst: *mut f32,
     stride: usize,
-    /// Apply GELU as the sums are stored (AVX-512 only, on the last block of inputs).
+    /// Apply GELU as the sums are stored (not portable; on the last block of inputs).
     gelu: bool,
 }
 
@@ -360,6 +383,11 @@ pub const INT8_BLOCK: usize = 32;
 /// `vpdpbusd` multiplies unsigned by signed bytes, so activations quantised to `q` in
 /// [-127, 127] go in as `q + 128`; the `128 · Σ q[k, j]` this adds to a block of column `j`
 /// depends on the weights alone and starts each accumulator negated.
+///
+/// Without VNNI, AVX2's `vpmaddubsw` adds two u8 × i8 products into a saturating i16, where
+/// `q + 128` against a weight of ±127 could reach 2 · 255 · 127 and be clipped. That kernel
+/// multiplies `|q|` by the weight carrying `q`'s sign (`vpsignb`) instead: a pair is at most
+/// 2 · 127 · 127 = 32,258, so its sums are exact and equal to the VNNI kernels' to the bit.
 pub struct Int8Weights {
     inputs: usize,
     outputs: usize,
@@ -369,6 +397,8 @@ pub struct Int8Weights {
     /// `[blocks, outputs]`.
     neg_shift: Vec<i32>,
     isa: Isa,
+    /// With [`Isa::Avx2`]: `vpdpbusd` (AVX-VNNI) rather than `vpmaddubsw`.
+    vnni: bool,
 }
 
 fn blocks(inputs: usize) -> Vec<Range<usize>> {
@@ -389,6 +419,16 @@ impl Int8Weights {
         inputs: usize,
         outputs: usize,
         isa: Isa,
+    ) -> Result<Self, String> {
+        Self::quantize_with(weight_t, inputs, outputs, isa, avx_vnni())
+    }
+
+    fn quantize_with(
+        weight_t: &[f32],
+        inputs: usize,
+        outputs: usize,
+        isa: Isa,
+        vnni: bool,
     ) -> Result<Self, String> {
         check_shape(inputs, outputs, weight_t.len(), 4)?;
         let blocks = blocks(inputs);
@@ -423,6 +463,7 @@ impl Int8Weights {
             scales,
             neg_shift,
             isa,
+            vnni,
         })
     }
 
@@ -443,7 +484,7 @@ impl Int8Weights {
         let out = Out {
             ptr: dst.as_mut_ptr(),
         };
-        let isa = self.isa;
+        let (isa, vnni) = (self.isa, self.vnni);
         let fuse = gelu && isa == Isa::Avx512;
         let tasks = tasks(threads, rows, k, n);
         tiles(
@@ -479,7 +520,9 @@ impl Int8Weights {
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => x86::int8_avx512(&tile),
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => x86::int8_avxvnni(&tile),
+                    Isa::Avx2 if vnni => x86::int8_avxvnni(&tile),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => x86::int8_avx2(&tile),
                     _ => int8_portable(&tile),
                 }
             },
@@ -714,6 +757,61 @@ mod x86 {
             // SAFETY: Isa::f32() saw AVX2 and FMA; the tile lies inside its buffers.
             unsafe { dispatch!(f32_avx2_tile, t.rows, 1, (t, p)) }
         }
+        if t.gelu {
+            // SAFETY: as above; the tile's rows × panels are inside dst.
+            unsafe { gelu_rows_avx2(t.dst, t.stride, t.rows, t.panels * PANEL) };
+        }
+    }
+
+    /// [`gelu`] on eight lanes, for AVX2 (no `scalef`: 2ⁿ is built in the exponent bits).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn gelu_avx2(x: __m256) -> __m256 {
+        let z = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+        let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), z);
+        let d = _mm256_fmadd_ps(a, _mm256_set1_ps(0.327_591_1), _mm256_set1_ps(1.0));
+        let t0 = _mm256_rcp_ps(d);
+        let t = _mm256_mul_ps(t0, _mm256_fnmadd_ps(d, t0, _mm256_set1_ps(2.0)));
+        let mut poly = _mm256_set1_ps(1.061_405_4);
+        for c in [-1.453_152, 1.421_413_7, -0.284_496_74, 0.254_829_6] {
+            poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
+        }
+        poly = _mm256_mul_ps(poly, t);
+        // e^(-a²), its argument clamped as in kernels::exp, so 2ⁿ stays a normal number.
+        let e = _mm256_max_ps(
+            _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), a), a),
+            _mm256_set1_ps(-87.0),
+        );
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(e, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), e);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+        let mut p = _mm256_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+        let exp = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased)));
+        let erf_abs = _mm256_fnmadd_ps(poly, exp, _mm256_set1_ps(1.0));
+        let sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0));
+        let erf = _mm256_or_ps(erf_abs, sign);
+        let half_x = _mm256_mul_ps(x, _mm256_set1_ps(0.5));
+        _mm256_fmadd_ps(half_x, erf, half_x)
+    }
+
+    /// GELU over a tile just stored, as [`gelu_rows`] for AVX2.
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gelu_rows_avx2(dst: *mut f32, stride: usize, rows: usize, width: usize) {
+        for r in 0..rows {
+            for c in (0..width).step_by(8) {
+                unsafe {
+                    let d = dst.add(r * stride + c);
+                    _mm256_storeu_ps(d, gelu_avx2(_mm256_loadu_ps(d)));
+                }
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -798,55 +896,124 @@ mod x86 {
 
     pub(super) fn int8_avxvnni(t: &Int8Tile) {
         for p in 0..t.panels {
-            // SAFETY: Isa::int8() saw AVX2 and AVX-VNNI; the tile lies inside its buffers.
+            // SAFETY: the weights were packed for AVX-VNNI only on a CPU with AVX2 and
+            // AVX-VNNI (Int8Weights::quantize_for); the tile lies inside its buffers.
             unsafe { dispatch!(int8_avxvnni_tile, t.rows, 1, (t, p)) }
         }
     }
 
-    /// One panel (two ymm registers of columns) for `R` rows (4 × 2 integer and 4 × 2 f32
-    /// accumulators of the 16 registers).
-    #[target_feature(enable = "avx2,fma,avxvnni")]
-    unsafe fn int8_avxvnni_tile<const R: usize, const P: usize>(t: &Int8Tile, p: usize) {
-        let b = unsafe { t.b.add(p * t.panel_stride) };
-        let mut total = [[_mm256_setzero_ps(); 2]; R];
-        for blk in 0..t.blocks {
-            let at = blk * t.outputs + p * PANEL;
-            let start = unsafe {
-                let shift = t.neg_shift.as_ptr().add(at);
-                [
-                    _mm256_loadu_si256(shift as *const _),
-                    _mm256_loadu_si256(shift.add(8) as *const _),
-                ]
-            };
-            let mut acc = [start; R];
-            for g in t.groups(blk) {
-                let lo = unsafe { _mm256_loadu_si256(b.add(g * 64) as *const _) };
-                let hi = unsafe { _mm256_loadu_si256(b.add(g * 64 + 32) as *const _) };
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = unsafe { (t.a.add(r * t.lda + g * 4) as *const i32).read_unaligned() };
-                    let x = _mm256_set1_epi32(x);
-                    acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, lo);
-                    acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, hi);
-                }
-            }
-            for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
-                let row_scale = _mm256_set1_ps(t.row_scales[r * t.blocks + blk]);
-                for (half, (total, &v)) in total.iter_mut().zip(acc).enumerate() {
-                    let c = unsafe { _mm256_loadu_ps(t.col_scales.as_ptr().add(at + half * 8)) };
-                    let scale = _mm256_mul_ps(row_scale, c);
-                    *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), scale, *total);
-                }
-            }
-        }
-        for (r, total) in total.iter().enumerate() {
-            for (half, &v) in total.iter().enumerate() {
-                unsafe {
-                    let d = t.dst.add(r * t.stride + p * PANEL + half * 8);
-                    _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), v));
-                }
-            }
+    pub(super) fn int8_avx2(t: &Int8Tile) {
+        for p in 0..t.panels {
+            // SAFETY: Isa::int8() saw AVX2 and FMA; the tile lies inside its buffers.
+            unsafe { dispatch!(int8_avx2_tile, t.rows, 1, (t, p)) }
         }
     }
+
+    /// `acc + Σ x·w` over each lane's four byte pairs, in one AVX-VNNI instruction.
+    #[inline]
+    #[target_feature(enable = "avx2,avxvnni")]
+    fn dot_vnni(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, x, w)
+    }
+
+    /// The same sum with AVX2 alone, for `x` as [`signed`] gives it: `|q|` times the weight
+    /// with `q`'s sign, byte pairs into i16 (at most 2 · 127 · 127: never saturates), then
+    /// pairs of those into i32.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn dot_bytes(acc: __m256i, (x, q): (__m256i, __m256i), w: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(x, _mm256_sign_epi8(w, q));
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    /// The activations as `vpdpbusd` takes them: `q + 128`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn shifted(x: __m256i) -> __m256i {
+        x
+    }
+
+    /// The activations as [`dot_bytes`] takes them: `(|q|, q)` from `q + 128`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn signed(x: __m256i) -> (__m256i, __m256i) {
+        let q = _mm256_xor_si256(x, _mm256_set1_epi8(i8::MIN));
+        (_mm256_abs_epi8(q), q)
+    }
+
+    /// Where a block's sums start: `-128 · Σ q[k, j]` when the activations come shifted.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn shift_start(shift: *const i32) -> [__m256i; 2] {
+        unsafe {
+            [
+                _mm256_loadu_si256(shift as *const _),
+                _mm256_loadu_si256(shift.add(8) as *const _),
+            ]
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn zero_start(_: *const i32) -> [__m256i; 2] {
+        [_mm256_setzero_si256(); 2]
+    }
+
+    /// One panel (two ymm registers of columns) for `R` rows (4 × 2 integer and 4 × 2 f32
+    /// accumulators of the 16 registers), with `$dot` for the byte products, `$x` to prepare
+    /// the activations for it and `$start` for the sums' starting values.
+    macro_rules! int8_ymm_tile {
+        ($name:ident, $features:literal, $dot:ident, $x:ident, $start:ident) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const R: usize, const P: usize>(t: &Int8Tile, p: usize) {
+                let b = unsafe { t.b.add(p * t.panel_stride) };
+                let mut total = [[_mm256_setzero_ps(); 2]; R];
+                for blk in 0..t.blocks {
+                    let at = blk * t.outputs + p * PANEL;
+                    let start = unsafe { $start(t.neg_shift.as_ptr().add(at)) };
+                    let mut acc = [start; R];
+                    for g in t.groups(blk) {
+                        let lo = unsafe { _mm256_loadu_si256(b.add(g * 64) as *const _) };
+                        let hi = unsafe { _mm256_loadu_si256(b.add(g * 64 + 32) as *const _) };
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let x = unsafe {
+                                (t.a.add(r * t.lda + g * 4) as *const i32).read_unaligned()
+                            };
+                            let x = $x(_mm256_set1_epi32(x));
+                            acc[0] = $dot(acc[0], x, lo);
+                            acc[1] = $dot(acc[1], x, hi);
+                        }
+                    }
+                    for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
+                        let row_scale = _mm256_set1_ps(t.row_scales[r * t.blocks + blk]);
+                        for (half, (total, &v)) in total.iter_mut().zip(acc).enumerate() {
+                            let c = unsafe {
+                                _mm256_loadu_ps(t.col_scales.as_ptr().add(at + half * 8))
+                            };
+                            let scale = _mm256_mul_ps(row_scale, c);
+                            *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), scale, *total);
+                        }
+                    }
+                }
+                for (r, total) in total.iter().enumerate() {
+                    for (half, &v) in total.iter().enumerate() {
+                        unsafe {
+                            let d = t.dst.add(r * t.stride + p * PANEL + half * 8);
+                            _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), v));
+                        }
+                    }
+                }
+            }
+        };
+    }
+    int8_ymm_tile!(
+        int8_avxvnni_tile,
+        "avx2,fma,avxvnni",
+        dot_vnni,
+        shifted,
+        shift_start
+    );
+    int8_ymm_tile!(int8_avx2_tile, "avx2,fma", dot_bytes, signed, zero_start);
 }
 
 #[cfg(test)]
@@ -904,53 +1071,77 @@ mod tests {
 
     #[test]
     fn every_int8_kernel_gives_the_exact_integer_products() {
-        for (rows, k, n) in SHAPES {
-            // Integer inputs whose scales are 1: the product is exact and known.
-            let x = integers(rows, k, 11);
-            let w = transpose(&integers(n, k, 3), n, k);
-            let want: Vec<f32> = (0..rows * n)
-                .map(|i| {
-                    let (r, j) = (i / n, i % n);
-                    (0..k)
-                        .map(|kk| x[r * k + kk] as f64 * w[kk * n + j] as f64)
-                        .sum::<f64>() as f32
-                        + 0.5
-                })
-                .collect();
-            for isa in Isa::int8().with_fallbacks() {
-                let weights = Int8Weights::quantize_for(&w, k, n, isa).unwrap();
+        for (isa, vnni) in int8_kernels() {
+            for (rows, k, n) in SHAPES {
+                // Integer inputs whose scales are 1: the product is exact and known. Row 0 and
+                // column 0 at the extremes put every byte pair at the top of the kernels'
+                // range (2 · 127 · 127 in vpmaddubsw's i16).
+                let mut x = integers(rows, k, 11);
+                x[..k].fill(127.0);
+                let mut w = transpose(&integers(n, k, 3), n, k);
+                for kk in 0..k {
+                    w[kk * n] = 127.0;
+                }
+                let want: Vec<f32> = (0..rows * n)
+                    .map(|i| {
+                        let (r, j) = (i / n, i % n);
+                        (0..k)
+                            .map(|kk| x[r * k + kk] as f64 * w[kk * n + j] as f64)
+                            .sum::<f64>() as f32
+                            + 0.5
+                    })
+                    .collect();
+                let weights = Int8Weights::quantize_with(&w, k, n, isa, vnni).unwrap();
                 for threads in [1, 2] {
                     let mut dst = vec![0.5f32; rows * n];
                     weights.accumulate(&x, &mut dst, threads, false);
-                    assert_eq!(dst, want, "{isa:?}, {rows}×{k}×{n}, {threads} threads");
+                    let what = format!("{isa:?} (VNNI {vnni}), {rows}×{k}×{n}, {threads} threads");
+                    assert_eq!(dst, want, "{what}");
                 }
             }
         }
+    }
+
+    /// Every int8 kernel this CPU runs: the ISA and, for AVX2, with or without AVX-VNNI.
+    fn int8_kernels() -> Vec<(Isa, bool)> {
+        let mut all = Vec::new();
+        for isa in Isa::int8().with_fallbacks() {
+            if isa == Isa::Avx2 && avx_vnni() {
+                all.push((isa, true));
+            }
+            all.push((isa, false));
+        }
+        all
     }
 
     #[test]
     fn int8_stays_close_to_f32_on_ordinary_values() {
         let (rows, k, n) = (64, 256, 160);
         let (x, w) = (values(rows * k, 7), values(k * n, 5));
-        let mut got = vec![0f32; rows * n];
-        Int8Weights::quantize(&w, k, n)
-            .unwrap()
-            .accumulate(&x, &mut got, 2, false);
-        let (mut dot, mut gg, mut ww, mut worst) = (0f64, 0f64, 0f64, 0f32);
-        for (i, &g) in got.iter().enumerate() {
-            let (r, j) = (i / n, i % n);
-            let exact: f32 = (0..k).map(|kk| x[r * k + kk] * w[kk * n + j]).sum();
-            dot += (g * exact) as f64;
-            gg += (g * g) as f64;
-            ww += (exact * exact) as f64;
-            worst = worst.max((g - exact).abs());
+        for (isa, vnni) in int8_kernels() {
+            let mut got = vec![0f32; rows * n];
+            Int8Weights::quantize_with(&w, k, n, isa, vnni)
+                .unwrap()
+                .accumulate(&x, &mut got, 2, false);
+            let (mut dot, mut gg, mut ww, mut worst) = (0f64, 0f64, 0f64, 0f32);
+            for (i, &g) in got.iter().enumerate() {
+                let (r, j) = (i / n, i % n);
+                let exact: f32 = (0..k).map(|kk| x[r * k + kk] * w[kk * n + j]).sum();
+                dot += (g * exact) as f64;
+                gg += (g * g) as f64;
+                ww += (exact * exact) as f64;
+                worst = worst.max((g - exact).abs());
+            }
+            let cosine = dot / (gg.sqrt() * ww.sqrt());
+            assert!(
+                cosine > 0.999,
+                "{isa:?} (VNNI {vnni}): cosine to f32 {cosine}"
+            );
+            assert!(
+                worst > 0.0,
+                "{isa:?}: no rounding error at all: nothing was quantised"
+            );
         }
-        let cosine = dot / (gg.sqrt() * ww.sqrt());
-        assert!(cosine > 0.999, "cosine to f32 {cosine}");
-        assert!(
-            worst > 0.0,
-            "no rounding error at all: nothing was quantised"
-        );
     }
 
     #[test]
@@ -987,41 +1178,62 @@ mod tests {
     }
 
     #[test]
-    fn the_vector_gelu_matches_the_definition() {
-        if Isa::f32() != Isa::Avx512 {
-            return;
-        }
-        let xs: Vec<f32> = (-12_000..=12_000).map(|i| i as f32 / 1000.0).collect();
-        let mut worst = 0f32;
-        for chunk in xs.chunks_exact(16) {
-            let mut out = [0f32; 16];
-            // SAFETY: Isa::f32() saw AVX-512 F.
-            unsafe {
-                use std::arch::x86_64::*;
-                let v = x86::gelu(_mm512_loadu_ps(chunk.as_ptr()));
-                _mm512_storeu_ps(out.as_mut_ptr(), v);
+    fn the_vector_gelus_match_the_definition() {
+        #[cfg(target_arch = "x86_64")]
+        for isa in Isa::f32().with_fallbacks() {
+            let xs: Vec<f32> = (-12_000..=12_000).map(|i| i as f32 / 1000.0).collect();
+            let mut worst = 0f32;
+            for chunk in xs.chunks_exact(16) {
+                let mut out = [0f32; 16];
+                // SAFETY: Isa::f32() saw AVX-512 F, or AVX2 and FMA.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    match isa {
+                        Isa::Avx512 => {
+                            let v = x86::gelu(_mm512_loadu_ps(chunk.as_ptr()));
+                            _mm512_storeu_ps(out.as_mut_ptr(), v);
+                        }
+                        Isa::Avx2 => {
+                            for half in 0..2 {
+                                let v = x86::gelu_avx2(_mm256_loadu_ps(chunk[half * 8..].as_ptr()));
+                                _mm256_storeu_ps(out[half * 8..].as_mut_ptr(), v);
+                            }
+                        }
+                        Isa::Portable => continue,
+                    }
+                }
+                for (&x, &g) in chunk.iter().zip(&out) {
+                    worst = worst.max((g - exact_gelu(x)).abs());
+                }
             }
-            for (&x, &g) in chunk.iter().zip(&out) {
-                worst = worst.max((g - exact_gelu(x)).abs());
-            }
+            assert!(
+                worst < 2e-6,
+                "{isa:?}: largest difference from erf GELU {worst}"
+            );
         }
-        assert!(worst < 2e-6, "largest difference from erf GELU {worst}");
     }
 
     #[test]
     fn gelu_inside_the_product_equals_gelu_after_it() {
         let (rows, k, n) = (13, 384, 112);
         let (x, w) = (values(rows * k, 23), values(k * n, 29));
-        let f32_weights = F32Weights::pack(&w, k, n).unwrap();
-        let int8_weights = Int8Weights::quantize(&w, k, n).unwrap();
+        let x = &x;
         type Product<'a> = Box<dyn Fn(&mut [f32], bool) -> bool + 'a>;
-        let products: [(&str, Product); 2] = [
-            ("f32", Box::new(|d, g| f32_weights.accumulate(&x, d, 2, g))),
-            (
-                "int8",
-                Box::new(|d, g| int8_weights.accumulate(&x, d, 2, g)),
-            ),
-        ];
+        let mut products: Vec<(String, Product)> = Vec::new();
+        for isa in Isa::f32().with_fallbacks() {
+            let weights = F32Weights::pack_for(&w, k, n, isa).unwrap();
+            products.push((
+                format!("f32 {isa:?}"),
+                Box::new(move |d, g| weights.accumulate(x, d, 2, g)),
+            ));
+        }
+        for (isa, vnni) in int8_kernels() {
+            let weights = Int8Weights::quantize_with(&w, k, n, isa, vnni).unwrap();
+            products.push((
+                format!("int8 {isa:?} (VNNI {vnni})"),
+                Box::new(move |d, g| weights.accumulate(x, d, 2, g)),
+            ));
+        }
         for (name, product) in products {
             let mut plain = vec![0.1f32; rows * n];
             assert!(!product(&mut plain, false));
