@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The speed benchmark of the README, in one run on one machine: candle-serving's MiniLM in
 # process, fp32 and int8 (benches/encoder.rs), under gRPC/REST load with and without batching
-# (benches/load.rs), the tagger and the relevance classifier (benches/ner.rs, relevance.rs),
+# (benches/load.rs), the dense kernels alone (benches/dense.rs), the tagger and the relevance
+# classifier (benches/ner.rs, relevance.rs),
 # then the peers on the same sentences (scripts/bench_peers.sh: PyTorch and onnxruntime with
 # 2 threads, Flask+gunicorn+PyTorch), then the tables with ratios, under the CPU's flags.
 # Results: .cache/speed/*.json. Run it on an otherwise idle machine.
@@ -38,6 +39,9 @@ cargo bench --locked --all-features --bench load -- --seconds "$seconds" --int8 
   --concurrency 1,32 --json "$out/candle_load_int8.json"
 python3 -c 'import json,sys; print(json.dumps(sum((json.load(open(p)) for p in sys.argv[1:]), [])))' \
   "$out/candle_load_fp32.json" "$out/candle_load_int8.json" > "$out/candle_load.json"
+# The dense-layer kernels alone, against this core's FMA peak.
+cargo bench --locked --all-features --bench dense -- --seconds 1
+cargo bench --locked --all-features --bench dense -- --seconds 1 --int8
 # The small models: the tagger over gRPC (goal 11,000 requests/s at concurrency 10) and the
 # relevance classifier's per-call cost.
 cargo bench --locked --all-features --bench ner
