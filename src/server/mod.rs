@@ -47,6 +47,10 @@ const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 /// Longest a shutdown waits for requests in flight before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// Longest a shutdown waits, once nothing is in flight, for the connections to write out the
+/// last responses and close by themselves before it closes them.
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
+
 /// Everything a server needs, already validated.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -427,20 +431,26 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let mut idle_since = None;
         loop {
+            // The listeners end by themselves once their connections have closed.
             if self.tasks.iter().all(|t| t.is_finished()) && self.jobs.running() == 0 {
                 break;
             }
-            // Requests in flight and jobs running (the workers take no new ones).
-            let busy = || self.in_flight.count() + self.jobs.running();
-            if busy() == 0 {
-                // Let the last responses reach their sockets.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if busy() == 0 {
+            // Requests in flight (until their response bodies have gone to the connection)
+            // and jobs running (the workers take no new ones).
+            let now = tokio::time::Instant::now();
+            if self.in_flight.count() + self.jobs.running() == 0 {
+                // Every response is with its connection: give the connections a moment to
+                // write it out and close, but do not wait on a client that keeps one open.
+                let since = *idle_since.get_or_insert(now);
+                if now - since >= FLUSH_GRACE {
                     break;
                 }
+            } else {
+                idle_since = None;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if now >= deadline {
                 tracing::warn!(
                     in_flight = self.in_flight.count(),
                     jobs_running = self.jobs.running(),
