@@ -30,7 +30,11 @@ fn exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // SAFETY: n is a whole number in [-126, 127] (x was clamped), so it fits an i32. The
+    // unchecked conversion is one vector instruction; `as i32` saturates and handles NaN,
+    // which LLVM does lane by lane, and that had kept the softmax scalar.
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    p * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 /// `erf(x)` by Abramowitz and Stegun's formula 7.1.26 (absolute error ≤ 1.5e-7).
@@ -80,6 +84,96 @@ fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
         for d in d.iter_mut() {
             *d *= inv;
         }
+    }
+}
+
+/// The sum of `values`, kept in 16 lanes so that it vectorises (see [`softmax_rows`]).
+#[inline(always)]
+fn lane_sum(values: &[f32], mut term: impl FnMut(f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut sums = [0f32; LANES];
+    let mut blocks = values.chunks_exact(LANES);
+    for block in &mut blocks {
+        for (acc, &x) in sums.iter_mut().zip(block) {
+            *acc += term(x);
+        }
+    }
+    let rest: f32 = blocks.remainder().iter().map(|&x| term(x)).sum();
+    sums.iter().sum::<f32>() + rest
+}
+
+/// Layer normalisation of each row of `src` (as long as `weight`): the mean and the
+/// variance (two passes, so a large mean costs no precision), then `weight`, `bias`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx512bw", "x86_64+avx2+fma"))]
+fn layer_norm_rows(src: &[f32], weight: &[f32], bias: &[f32], eps: f32, dst: &mut [f32]) {
+    let dim = weight.len();
+    for (s, d) in src.chunks_exact(dim).zip(dst.chunks_exact_mut(dim)) {
+        let mean = lane_sum(s, |x| x) / dim as f32;
+        let var = lane_sum(s, |x| (x - mean) * (x - mean)) / dim as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (((d, &x), &w), &b) in d.iter_mut().zip(s).zip(weight).zip(bias) {
+            *d = (x - mean) * inv * w + b;
+        }
+    }
+}
+
+/// BERT's LayerNorm for serving, over the last dimension. Candle's CPU kernel is scalar and
+/// shares out every row as its own rayon task; this one vectorises, and splits only inputs
+/// large enough for a second thread to pay.
+#[derive(Debug, Clone)]
+pub struct LayerNormKernel {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNormKernel {
+    pub fn new(weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Self> {
+        let values = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
+        let (weight, bias) = (values(weight)?, values(bias)?);
+        if weight.len() != bias.len() || weight.is_empty() {
+            candle_core::bail!(
+                "layer norm: {} weights and {} biases",
+                weight.len(),
+                bias.len()
+            );
+        }
+        Ok(LayerNormKernel { weight, bias, eps })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        xs.contiguous()?.apply_op1_no_bwd(self)
+    }
+}
+
+impl CustomOp1 for LayerNormKernel {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = contiguous(storage, layout, self.name())?;
+        let dim = self.weight.len();
+        if layout.shape().dims().last() != Some(&dim) {
+            candle_core::bail!(
+                "layer norm: input {:?} does not end in {dim} features",
+                layout.shape()
+            );
+        }
+        let mut dst = vec![0f32; src.len()];
+        let norm = |(s, d): (&[f32], &mut [f32])| {
+            layer_norm_rows(s, &self.weight, &self.bias, self.eps, d)
+        };
+        let threads = rayon::current_num_threads();
+        if src.len() < PARALLEL_ELEMENTS || threads < 2 {
+            norm((src, &mut dst));
+        } else {
+            let rows = (src.len() / dim).div_ceil(threads * 4);
+            src.par_chunks(rows * dim)
+                .zip(dst.par_chunks_mut(rows * dim))
+                .for_each(norm);
+        }
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
 
@@ -515,6 +609,43 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(diff < 2e-6, "max difference {diff}");
+    }
+
+    #[test]
+    fn layer_norm_equals_candles() {
+        let device = Device::Cpu;
+        // Rows with a large mean and one outlier channel, as BERT's hidden states have.
+        let xs = (Tensor::randn(0f32, 2.0, (300, 384), &device).unwrap() + 40.0).unwrap();
+        let xs = xs
+            .slice_assign(
+                &[0..300, 7..8],
+                &Tensor::full(-250f32, (300, 1), &device).unwrap(),
+            )
+            .unwrap();
+        let weight = Tensor::randn(1f32, 0.2, 384, &device).unwrap();
+        let bias = Tensor::randn(0f32, 0.2, 384, &device).unwrap();
+        let want = candle_nn::ops::layer_norm_slow(&xs, &weight, &bias, 1e-12)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // 300 rows take the parallel path, one row the serial one.
+        for rows in [300, 1] {
+            let input = xs.narrow(0, 0, rows).unwrap();
+            let got = LayerNormKernel::new(&weight, &bias, 1e-12)
+                .unwrap()
+                .forward(&input)
+                .unwrap();
+            assert_eq!(got.dims(), &[rows, 384]);
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-4, "{rows} rows: max difference {diff}");
+        }
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
-    mode: Mode,
+    /// The vectorised kernel (serving); training keeps candle's ops, which backpropagate.
+    serving: Option<kernels::LayerNormKernel>,
 }
 
 impl LayerNorm {
@@ -70,22 +71,26 @@ impl LayerNorm {
         } else {
             ("weight", "bias")
         };
+        let weight = vb.get_with_hints(dim, w, Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, b, Init::Const(0.0))?;
+        let serving = match mode {
+            Mode::Inference => Some(kernels::LayerNormKernel::new(&weight, &bias, eps as f32)?),
+            Mode::Trainable => None,
+        };
         Ok(LayerNorm {
-            weight: vb.get_with_hints(dim, w, Init::Const(1.0))?,
-            bias: vb.get_with_hints(dim, b, Init::Const(0.0))?,
+            weight,
+            bias,
             eps: eps as f32,
-            mode,
+            serving,
         })
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match self.mode {
-            Mode::Inference => candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps),
-            Mode::Trainable => {
-                candle_nn::ops::layer_norm_slow(xs, &self.weight, &self.bias, self.eps)
-            }
+        match &self.serving {
+            Some(kernel) => kernel.forward(xs),
+            None => candle_nn::ops::layer_norm_slow(xs, &self.weight, &self.bias, self.eps),
         }
     }
 }
