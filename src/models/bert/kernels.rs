@@ -49,38 +49,58 @@ fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// Softmax of each `len`-long row of `src` after scaling by `scale`. The max and the sum
-/// are kept in eight lanes: LLVM does not reorder a float reduction by itself, so a plain
-/// running sum would keep the exponentials scalar.
+/// Softmax of each `len`-long row of `src` after scaling by `scale`. Everything runs 16
+/// lanes at a time, the last partial block of a row too (padded): the maximum and the sum
+/// are kept in lanes, since LLVM does not reorder a float reduction by itself, and the
+/// exponentials of a row's tail would otherwise go through LLVM's narrower and scalar
+/// epilogues, which on MiniLM's rows of a few dozen tokens were most of the work.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx512bw", "x86_64+avx2+fma"))]
 fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
-    const LANES: usize = 8;
+    const LANES: usize = 16;
     for (s, d) in src.chunks_exact(len).zip(dst.chunks_exact_mut(len)) {
         let mut lanes = [f32::NEG_INFINITY; LANES];
-        let mut blocks = s.chunks_exact(LANES);
-        for block in &mut blocks {
+        let blocks = s.chunks_exact(LANES);
+        let mut tail = [f32::NEG_INFINITY; LANES];
+        tail[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
+        for block in blocks
+            .map(|b| <&[f32; LANES]>::try_from(b).expect("a block"))
+            .chain([&tail])
+        {
             for (m, &x) in lanes.iter_mut().zip(block) {
                 *m = if x > *m { x } else { *m };
             }
         }
-        let max = blocks
-            .remainder()
+        let max = lanes
             .iter()
-            .chain(&lanes)
             .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
             * scale;
-        for (d, &s) in d.iter_mut().zip(s) {
-            *d = exp(s * scale - max);
-        }
+        // The padding gives e^-87 or so, far below a sum of at least 1, and is not kept.
         let mut sums = [0f32; LANES];
-        let mut blocks = d.chunks_exact(LANES);
-        for block in &mut blocks {
-            for (acc, &x) in sums.iter_mut().zip(block) {
-                *acc += x;
+        let mut exp_block = |from: &[f32; LANES], to: &mut [f32; LANES]| {
+            for ((t, &x), acc) in to.iter_mut().zip(from).zip(&mut sums) {
+                *t = exp(x * scale - max);
+                *acc += *t;
             }
+        };
+        let full = len / LANES * LANES;
+        for (from, to) in s[..full]
+            .chunks_exact(LANES)
+            .zip(d[..full].chunks_exact_mut(LANES))
+        {
+            exp_block(
+                from.try_into().expect("a block"),
+                to.try_into().expect("a block"),
+            );
         }
-        let sum: f32 = sums.iter().sum::<f32>() + blocks.remainder().iter().sum::<f32>();
-        let inv = 1.0 / sum;
+        let rest = len - full;
+        let mut padding = 0.0;
+        if rest > 0 {
+            let mut tail_out = [0f32; LANES];
+            exp_block(&tail, &mut tail_out);
+            d[full..].copy_from_slice(&tail_out[..rest]);
+            padding = tail_out[rest..].iter().sum();
+        }
+        let inv = 1.0 / (sums.iter().sum::<f32>() - padding);
         for d in d.iter_mut() {
             *d *= inv;
         }
@@ -207,8 +227,8 @@ impl View {
     }
 }
 
-/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`; `dst` is `m × n`, contiguous
-/// and row-major.
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`; `dst` is `m × n`, row-major
+/// with rows `dst_stride` apart.
 ///
 /// # Safety
 /// Through their strides `lhs` must address `m × k` readable values, `rhs` `k × n`, and `dst`
@@ -219,6 +239,7 @@ unsafe fn product(
     n: usize,
     k: usize,
     dst: *mut f32,
+    dst_stride: usize,
     accumulate: bool,
     lhs: View,
     rhs: View,
@@ -230,7 +251,7 @@ unsafe fn product(
         k,
         dst,
         1,
-        n as isize,
+        dst_stride as isize,
         accumulate,
         lhs.ptr,
         lhs.col,
@@ -259,8 +280,21 @@ struct PackedAttention<'a> {
 }
 
 impl PackedAttention<'_> {
-    /// One task: the `[len, head_dim]` context of `head` over rows `start..end`.
-    fn task(&self, qkv: &[f32], width: usize, start: usize, end: usize, head: usize) -> Vec<f32> {
+    /// One task: the context of `head` over rows `start..end`, written into `out`
+    /// (`[tokens, hidden]`) at those rows and the head's columns; `scratch` holds the scores
+    /// and probabilities, and is kept from one task to the next.
+    ///
+    /// # Safety
+    /// `out` addresses `end × hidden` writable values, and no other task writes these rows of
+    /// the head's columns while this one runs.
+    unsafe fn task(
+        &self,
+        qkv: &[f32],
+        width: usize,
+        (start, end, head): (usize, usize, usize),
+        out: *mut f32,
+        scratch: &mut Vec<f32>,
+    ) {
         let hidden = width / 3;
         let head_dim = hidden / self.heads;
         let len = end - start;
@@ -268,12 +302,13 @@ impl PackedAttention<'_> {
         let q = &rows[head * head_dim..];
         let k = &rows[hidden + head * head_dim..];
         let v = &rows[2 * hidden + head * head_dim..];
-        let mut scores = vec![0f32; len * len];
-        let mut context = vec![0f32; len * head_dim];
+        scratch.clear();
+        scratch.resize(2 * len * len, 0.0);
+        let (scores, probs) = scratch.split_at_mut(len * len);
         let rows_of = |m: &[f32]| View::rows(m.as_ptr(), width);
         // SAFETY: q, k and v are read as `len` rows `width` apart of `head_dim` contiguous
         // columns, starting inside `rows` at offsets below `width - head_dim + 1`, so the last
-        // row ends within it; `scores` is len × len and `context` len × head_dim.
+        // row ends within it; `scores` is len × len.
         unsafe {
             // scores[i, j] = q[i] · k[j]: k read transposed.
             let k_t = View {
@@ -286,29 +321,43 @@ impl PackedAttention<'_> {
                 len,
                 head_dim,
                 scores.as_mut_ptr(),
+                len,
                 false,
                 rows_of(q),
                 k_t,
                 Parallelism::None,
             );
         }
-        let mut probs = vec![0f32; len * len];
-        softmax_rows(&scores, len, 1.0 / (head_dim as f32).sqrt(), &mut probs);
-        // SAFETY: as above; probs is len × len.
+        softmax_rows(scores, len, 1.0 / (head_dim as f32).sqrt(), probs);
+        // SAFETY: as above; probs is len × len, and the destination, rows start..end of the
+        // head's head_dim columns `hidden` apart, is inside `out` and this task's (caller).
         unsafe {
-            let p = View::rows(probs.as_ptr(), len);
             product(
                 len,
                 head_dim,
                 len,
-                context.as_mut_ptr(),
+                out.add(start * hidden + head * head_dim),
+                hidden,
                 false,
-                p,
+                View::rows(probs.as_ptr(), len),
                 rows_of(v),
                 Parallelism::None,
             );
         }
-        context
+    }
+}
+
+/// The output of the attention tasks, each writing its own rows × columns.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: the tasks write disjoint parts (see `PackedAttention::task`).
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -329,6 +378,10 @@ impl CustomOp1 for PackedAttention<'_> {
                 self.bounds.last()
             );
         }
+        // The bounds are increasing (the tokenizer's packing), so the tasks' rows never overlap.
+        if self.bounds.windows(2).any(|w| w[0] > w[1]) {
+            candle_core::bail!("{}: sequence bounds out of order", self.name());
+        }
         let (hidden, head_dim) = (width / 3, width / 3 / heads);
         let tasks: Vec<(usize, usize, usize)> = self
             .bounds
@@ -336,20 +389,18 @@ impl CustomOp1 for PackedAttention<'_> {
             .flat_map(|w| (0..heads).map(move |h| (w[0], w[1], h)))
             .collect();
         let work: usize = tasks.iter().map(|(s, e, _)| (e - s) * (e - s)).sum();
-        let run =
-            |&(start, end, head): &(usize, usize, usize)| self.task(qkv, width, start, end, head);
-        let contexts: Vec<Vec<f32>> =
-            if work * head_dim < PARALLEL_ELEMENTS || rayon::current_num_threads() < 2 {
-                tasks.iter().map(run).collect()
-            } else {
-                tasks.par_iter().map(run).collect()
-            };
         let mut out = vec![0f32; tokens * hidden];
-        for (&(start, _, head), context) in tasks.iter().zip(&contexts) {
-            for (i, row) in context.chunks_exact(head_dim).enumerate() {
-                let at = (start + i) * hidden + head * head_dim;
-                out[at..at + head_dim].copy_from_slice(row);
-            }
+        let shared = Shared(out.as_mut_ptr());
+        // SAFETY: `out` is tokens × hidden, and each task writes its own sequence's rows of
+        // its own head's columns.
+        let run = |scratch: &mut Vec<f32>, &task: &(usize, usize, usize)| unsafe {
+            self.task(qkv, width, task, shared.get(), scratch)
+        };
+        if work * head_dim < PARALLEL_ELEMENTS || rayon::current_num_threads() < 2 {
+            let mut scratch = Vec::new();
+            tasks.iter().for_each(|task| run(&mut scratch, task));
+        } else {
+            tasks.par_iter().for_each_init(Vec::new, run);
         }
         Ok((CpuStorage::F32(out), Shape::from_dims(&[tokens, hidden])))
     }
@@ -474,12 +525,14 @@ impl DenseKernel {
     fn run(&self, x: &[f32], residual: Option<&[f32]>, gelu: bool) -> Vec<f32> {
         let (k, n) = (self.inputs, self.outputs());
         let rows = x.len() / k;
-        let mut dst = self.start(rows, residual);
         let threads = Self::threads();
+        // The packed kernels set each tile to bias plus residual as they reach it.
+        let mut dst = Vec::new();
         let gelu_done = match &self.weights {
-            Weights::Packed(w) => w.accumulate(x, &mut dst, threads, gelu),
-            Weights::Int8(w) => w.accumulate(x, &mut dst, threads, gelu),
+            Weights::Packed(w) => w.compute(x, &self.bias, residual, &mut dst, threads, gelu),
+            Weights::Int8(w) => w.compute(x, &self.bias, residual, &mut dst, threads, gelu),
             Weights::Plain(w) => {
+                dst = self.start(rows, residual);
                 let parallelism = if threads > 1 {
                     Parallelism::Rayon(threads)
                 } else {
@@ -488,7 +541,7 @@ impl DenseKernel {
                 // SAFETY: dst is rows × n, x is rows × k and w is k × n, all row-major.
                 unsafe {
                     let (x, w) = (View::rows(x.as_ptr(), k), View::rows(w.as_ptr(), n));
-                    product(rows, n, k, dst.as_mut_ptr(), true, x, w, parallelism);
+                    product(rows, n, k, dst.as_mut_ptr(), n, true, x, w, parallelism);
                 }
                 false
             }
@@ -651,21 +704,24 @@ mod tests {
     #[test]
     fn softmax_rows_equals_candles_softmax() {
         let device = Device::Cpu;
-        let scores = Tensor::randn(0f32, 4.0, (6, 37), &device).unwrap();
-        let want = candle_nn::ops::softmax(&(&scores * 0.25).unwrap(), D::Minus1)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let src = scores.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let mut got = vec![0f32; src.len()];
-        softmax_rows(&src, 37, 0.25, &mut got);
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(diff < 1e-6, "max difference {diff}");
+        // Rows shorter than a block, whole blocks only, and blocks with a tail.
+        for len in [5, 16, 37, 64] {
+            let scores = Tensor::randn(0f32, 4.0, (6, len), &device).unwrap();
+            let want = candle_nn::ops::softmax(&(&scores * 0.25).unwrap(), D::Minus1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let src = scores.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut got = vec![0f32; src.len()];
+            softmax_rows(&src, len, 0.25, &mut got);
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-6, "rows of {len}: max difference {diff}");
+        }
     }
 }

@@ -146,6 +146,58 @@ struct Out {
 unsafe impl Sync for Out {}
 unsafe impl Send for Out {}
 
+/// What a product's destination starts from.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// The values already in it.
+    Dst,
+    /// A dense layer's bias, plus `residual` (shaped like the destination) when given. Each
+    /// tile sets its own rows × columns just before its first block of inputs: in parallel,
+    /// and while they are about to be read anyway, instead of in a pass of its own over the
+    /// whole destination beforehand (megabytes for a batch, written then read back).
+    Bias {
+        bias: &'a [f32],
+        residual: Option<&'a [f32]>,
+    },
+}
+
+impl Start<'_> {
+    fn check(&self, rows: usize, outputs: usize) {
+        if let Start::Bias { bias, residual } = self {
+            assert!(
+                bias.len() == outputs && residual.is_none_or(|r| r.len() == rows * outputs),
+                "dense layer: bias or residual shapes"
+            );
+        }
+    }
+
+    /// Sets rows `rows` × columns `cols` of `out` (`n` wide) to their start.
+    ///
+    /// # Safety
+    /// Those rows × columns are inside `out` and only the calling task writes them.
+    unsafe fn fill(&self, out: Out, n: usize, rows: Range<usize>, cols: Range<usize>) {
+        let Start::Bias { bias, residual } = *self else {
+            return;
+        };
+        for r in rows {
+            // SAFETY: row r's columns `cols` are inside `out` and this task's (caller).
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(out.ptr.add(r * n + cols.start), cols.len())
+            };
+            let bias = &bias[cols.clone()];
+            match residual {
+                Some(res) => {
+                    let res = &res[r * n + cols.start..r * n + cols.end];
+                    for ((d, &b), &x) in dst.iter_mut().zip(bias).zip(res) {
+                        *d = b + x;
+                    }
+                }
+                None => dst.copy_from_slice(bias),
+            }
+        }
+    }
+}
+
 /// Calls `tile(rows, panels, inputs, out)` for every tile of a `rows × panels` product in
 /// tiles of up to `shape` (rows, panels), inputs taken in `k_blocks`, each added into `out`.
 ///
@@ -276,15 +328,52 @@ impl F32Weights {
     /// AVX-512 and AVX2 kernels apply GELU to each tile as they finish it, while it is still
     /// in L1, and this returns true; otherwise (portable) the caller applies it.
     pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize, gelu: bool) -> bool {
-        let (k, n) = (self.inputs, self.outputs);
-        let rows = x.len() / k;
-        assert!(
-            rows * k == x.len() && rows * n == dst.len(),
-            "f32 layer: shapes"
-        );
         let out = Out {
             ptr: dst.as_mut_ptr(),
         };
+        self.product(x, out, dst.len(), Start::Dst, threads, gelu)
+    }
+
+    /// `dst = bias + residual + x · W` (`residual` shaped like the output, when given), into
+    /// `dst` cleared first; GELU as in [`accumulate`](Self::accumulate). Each tile is set to
+    /// its bias and residual as the kernel reaches it, so the destination is neither zeroed
+    /// nor filled in a pass of its own (see [`Start::Bias`]).
+    pub fn compute(
+        &self,
+        x: &[f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
+        dst: &mut Vec<f32>,
+        threads: usize,
+        gelu: bool,
+    ) -> bool {
+        let len = x.len() / self.inputs * self.outputs;
+        dst.clear();
+        dst.reserve(len);
+        let out = Out {
+            ptr: dst.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+        };
+        let fused = self.product(x, out, len, Start::Bias { bias, residual }, threads, gelu);
+        // SAFETY: `product` wrote all `len` values: every tile set its rows × columns from the
+        // bias before adding into them, and the tiles cover the whole output.
+        unsafe { dst.set_len(len) };
+        fused
+    }
+
+    /// `out` (`len` values) `= start + x · W`.
+    fn product(
+        &self,
+        x: &[f32],
+        out: Out,
+        len: usize,
+        start: Start,
+        threads: usize,
+        gelu: bool,
+    ) -> bool {
+        let (k, n) = (self.inputs, self.outputs);
+        let rows = x.len() / k;
+        assert!(rows * k == x.len() && rows * n == len, "f32 layer: shapes");
+        start.check(rows, n);
         let isa = self.isa;
         let fuse = gelu && isa != Isa::Portable;
         // Inputs in blocks of F32_BLOCK, so that a task's 4 panels of a block (32 KB) stay in
@@ -304,6 +393,10 @@ impl F32Weights {
             out,
             |r, p, kr, out| {
                 assert!(r.end * k <= x.len() && (p.end * k) * PANEL <= self.packed.len());
+                if kr.start == 0 {
+                    // SAFETY: rows r and panels p are inside dst and this task's.
+                    unsafe { start.fill(out, n, r.clone(), p.start * PANEL..p.end * PANEL) };
+                }
                 let tile = F32Tile {
                     // SAFETY (all three): inside x, the packed weights (asserted) and dst, whose
                     // rows r and panels p only this task writes.
@@ -471,19 +564,56 @@ impl Int8Weights {
     /// scale per block of inputs (its largest magnitude / 127). GELU as in
     /// [`F32Weights::accumulate`].
     pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize, gelu: bool) -> bool {
+        let out = Out {
+            ptr: dst.as_mut_ptr(),
+        };
+        self.product(x, out, dst.len(), Start::Dst, threads, gelu)
+    }
+
+    /// `dst = bias + residual + x · W` (`residual` shaped like the output, when given), into
+    /// `dst` cleared first; GELU as in [`accumulate`](Self::accumulate). Each tile is set to
+    /// its bias and residual as the kernel reaches it, so the destination is neither zeroed
+    /// nor filled in a pass of its own (see [`Start::Bias`]).
+    pub fn compute(
+        &self,
+        x: &[f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
+        dst: &mut Vec<f32>,
+        threads: usize,
+        gelu: bool,
+    ) -> bool {
+        let len = x.len() / self.inputs * self.outputs;
+        dst.clear();
+        dst.reserve(len);
+        let out = Out {
+            ptr: dst.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+        };
+        let fused = self.product(x, out, len, Start::Bias { bias, residual }, threads, gelu);
+        // SAFETY: `product` wrote all `len` values: every tile set its rows × columns from the
+        // bias before adding into them, and the tiles cover the whole output.
+        unsafe { dst.set_len(len) };
+        fused
+    }
+
+    /// `out` (`len` values) `= start + x · W`.
+    fn product(
+        &self,
+        x: &[f32],
+        out: Out,
+        len: usize,
+        start: Start,
+        threads: usize,
+        gelu: bool,
+    ) -> bool {
         let (k, n) = (self.inputs, self.outputs);
         let rows = x.len() / k;
-        assert!(
-            rows * k == x.len() && rows * n == dst.len(),
-            "int8 layer: shapes"
-        );
+        assert!(rows * k == x.len() && rows * n == len, "int8 layer: shapes");
+        start.check(rows, n);
         let blocks = blocks(k);
         let mut a = vec![0u8; rows * k];
         let mut row_scales = vec![0f32; rows * blocks.len()];
         quantize_rows(x, k, &mut a, &mut row_scales);
-        let out = Out {
-            ptr: dst.as_mut_ptr(),
-        };
         let (isa, vnni) = (self.isa, self.vnni);
         let fuse = gelu && isa == Isa::Avx512;
         let tasks = tasks(threads, rows, k, n);
@@ -497,6 +627,9 @@ impl Int8Weights {
             out,
             |r, p, _, out| {
                 assert!(r.end * k <= a.len() && p.end * k * PANEL <= self.packed.len());
+                // SAFETY: rows r and panels p are inside dst and this task's; one block of
+                // inputs (all of them), so this is the tile's first.
+                unsafe { start.fill(out, n, r.clone(), p.start * PANEL..p.end * PANEL) };
                 let tile = Int8Tile {
                     // SAFETY (pointers): inside `a`, the packed weights (asserted above) and
                     // `dst`, whose rows r and panels p only this task writes.
@@ -1097,6 +1230,68 @@ mod tests {
                     weights.accumulate(&x, &mut dst, threads, false);
                     let what = format!("{isa:?} (VNNI {vnni}), {rows}×{k}×{n}, {threads} threads");
                     assert_eq!(dst, want, "{what}");
+                }
+            }
+        }
+    }
+
+    /// Starting each tile from the bias (and residual) as the kernels reach it gives what
+    /// adding the product to a destination filled with them beforehand gives, bit for bit,
+    /// and keeps nothing of what the destination held (NaN here).
+    #[test]
+    fn a_product_started_from_the_bias_equals_one_added_to_it() {
+        type Product = Box<dyn Fn(&mut Vec<f32>, Option<(&[f32], Option<&[f32]>)>)>;
+        for (rows, k, n) in SHAPES {
+            let x = values(rows * k, 5);
+            let w = values(k * n, 9);
+            let bias = values(n, 13);
+            let residual = values(rows * n, 17);
+            let mut products: Vec<(String, Product)> = Vec::new();
+            for isa in Isa::f32().with_fallbacks() {
+                let weights = F32Weights::pack_for(&w, k, n, isa).unwrap();
+                let x = x.clone();
+                products.push((
+                    format!("f32 {isa:?}"),
+                    Box::new(move |d, start| match start {
+                        None => {
+                            weights.accumulate(&x, d, 2, false);
+                        }
+                        Some((b, r)) => {
+                            weights.compute(&x, b, r, d, 2, false);
+                        }
+                    }),
+                ));
+            }
+            for (isa, vnni) in int8_kernels() {
+                let weights = Int8Weights::quantize_with(&w, k, n, isa, vnni).unwrap();
+                let x = x.clone();
+                products.push((
+                    format!("int8 {isa:?} (VNNI {vnni})"),
+                    Box::new(move |d, start| match start {
+                        None => {
+                            weights.accumulate(&x, d, 2, false);
+                        }
+                        Some((b, r)) => {
+                            weights.compute(&x, b, r, d, 2, false);
+                        }
+                    }),
+                ));
+            }
+            for (what, product) in &products {
+                for residual in [None, Some(&residual[..])] {
+                    let mut want: Vec<f32> = (0..rows * n)
+                        .map(|i| bias[i % n] + residual.map_or(0.0, |r| r[i]))
+                        .collect();
+                    product(&mut want, None);
+                    let mut got = vec![f32::NAN; 3];
+                    got.reserve(rows * n);
+                    got.spare_capacity_mut().iter_mut().for_each(|v| {
+                        v.write(f32::NAN);
+                    });
+                    product(&mut got, Some((&bias, residual)));
+                    let what = format!("{what}, {rows}×{k}×{n}, residual {}", residual.is_some());
+                    assert!(got.iter().all(|v| v.is_finite()), "{what}");
+                    assert_eq!(got, want, "{what}");
                 }
             }
         }
