@@ -16,7 +16,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Instant;
 
-use candle_serving::models::bert::packed::{F32Weights, Int8Weights, Isa};
+use candle_serving::models::bert::packed::{F32Weights, Int8Weights, Isa, PackedLayer};
 use common::arg;
 
 /// Rows (tokens), inputs, outputs: MiniLM's QKV, attention output, FFN up and FFN down.

@@ -12,7 +12,7 @@ use gemm::Parallelism;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::packed::{F32Weights, Int8Weights};
+use super::packed::{F32Weights, Int8Weights, PackedLayer};
 
 /// Below this many elements an op runs on the calling thread; above, rows are shared out.
 const PARALLEL_ELEMENTS: usize = 1 << 16;

@@ -139,7 +139,7 @@ fn avx_vnni() -> bool {
 
 /// The output of one product, shared by its tasks, each writing its own columns.
 #[derive(Clone, Copy)]
-struct Out {
+pub struct Out {
     ptr: *mut f32,
 }
 // SAFETY: tasks write disjoint columns (see `tiles`).
@@ -148,7 +148,7 @@ unsafe impl Send for Out {}
 
 /// What a product's destination starts from.
 #[derive(Clone, Copy)]
-enum Start<'a> {
+pub enum Start<'a> {
     /// The values already in it.
     Dst,
     /// A dense layer's bias, plus `residual` (shaped like the destination) when given. Each
@@ -195,6 +195,63 @@ impl Start<'_> {
                 None => dst.copy_from_slice(bias),
             }
         }
+    }
+}
+
+/// The product of either kind of packed weights, into a destination that holds values
+/// already or starts from a bias.
+pub trait PackedLayer {
+    /// `(inputs, outputs)`.
+    fn shape(&self) -> (usize, usize);
+
+    /// `out` (`len` values) `= start + x · W`, where `x` is `[rows, inputs]` and `len` is
+    /// `rows × outputs`; whether GELU was applied.
+    fn product(
+        &self,
+        x: &[f32],
+        out: Out,
+        len: usize,
+        start: Start,
+        threads: usize,
+        gelu: bool,
+    ) -> bool;
+
+    /// `dst += x · W`: `x` is `[rows, inputs]`, `dst` `[rows, outputs]`. With `gelu`, the
+    /// AVX-512 and AVX2 kernels apply GELU to each tile as they finish it, while it is still
+    /// in L1, and this returns true; otherwise (the portable kernels, and the int8 AVX2 ones)
+    /// the caller applies it.
+    fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize, gelu: bool) -> bool {
+        let out = Out {
+            ptr: dst.as_mut_ptr(),
+        };
+        self.product(x, out, dst.len(), Start::Dst, threads, gelu)
+    }
+
+    /// `dst = bias + residual + x · W` (`residual` shaped like the output, when given), into
+    /// `dst` cleared first; GELU as in [`accumulate`](Self::accumulate). Each tile is set to
+    /// its bias and residual as the kernel reaches it, so the destination is neither zeroed
+    /// nor filled in a pass of its own (see [`Start::Bias`]).
+    fn compute(
+        &self,
+        x: &[f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
+        dst: &mut Vec<f32>,
+        threads: usize,
+        gelu: bool,
+    ) -> bool {
+        let (inputs, outputs) = self.shape();
+        let len = x.len() / inputs * outputs;
+        dst.clear();
+        dst.reserve(len);
+        let out = Out {
+            ptr: dst.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+        };
+        let fused = self.product(x, out, len, Start::Bias { bias, residual }, threads, gelu);
+        // SAFETY: `product` wrote all `len` values: every tile set its rows × columns from the
+        // bias before adding into them, and the tiles cover the whole output.
+        unsafe { dst.set_len(len) };
+        fused
     }
 }
 
@@ -323,44 +380,13 @@ impl F32Weights {
         }
         w
     }
+}
 
-    /// `dst += x · W`: `x` is `[rows, inputs]`, `dst` `[rows, outputs]`. With `gelu`, the
-    /// AVX-512 and AVX2 kernels apply GELU to each tile as they finish it, while it is still
-    /// in L1, and this returns true; otherwise (portable) the caller applies it.
-    pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize, gelu: bool) -> bool {
-        let out = Out {
-            ptr: dst.as_mut_ptr(),
-        };
-        self.product(x, out, dst.len(), Start::Dst, threads, gelu)
+impl PackedLayer for F32Weights {
+    fn shape(&self) -> (usize, usize) {
+        (self.inputs, self.outputs)
     }
 
-    /// `dst = bias + residual + x · W` (`residual` shaped like the output, when given), into
-    /// `dst` cleared first; GELU as in [`accumulate`](Self::accumulate). Each tile is set to
-    /// its bias and residual as the kernel reaches it, so the destination is neither zeroed
-    /// nor filled in a pass of its own (see [`Start::Bias`]).
-    pub fn compute(
-        &self,
-        x: &[f32],
-        bias: &[f32],
-        residual: Option<&[f32]>,
-        dst: &mut Vec<f32>,
-        threads: usize,
-        gelu: bool,
-    ) -> bool {
-        let len = x.len() / self.inputs * self.outputs;
-        dst.clear();
-        dst.reserve(len);
-        let out = Out {
-            ptr: dst.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
-        };
-        let fused = self.product(x, out, len, Start::Bias { bias, residual }, threads, gelu);
-        // SAFETY: `product` wrote all `len` values: every tile set its rows × columns from the
-        // bias before adding into them, and the tiles cover the whole output.
-        unsafe { dst.set_len(len) };
-        fused
-    }
-
-    /// `out` (`len` values) `= start + x · W`.
     fn product(
         &self,
         x: &[f32],
@@ -559,44 +585,15 @@ impl Int8Weights {
             vnni,
         })
     }
+}
 
-    /// `dst += x · W`, with each row of `x` (`[rows, inputs]`) quantised to int8 first, one
-    /// scale per block of inputs (its largest magnitude / 127). GELU as in
-    /// [`F32Weights::accumulate`].
-    pub fn accumulate(&self, x: &[f32], dst: &mut [f32], threads: usize, gelu: bool) -> bool {
-        let out = Out {
-            ptr: dst.as_mut_ptr(),
-        };
-        self.product(x, out, dst.len(), Start::Dst, threads, gelu)
+impl PackedLayer for Int8Weights {
+    fn shape(&self) -> (usize, usize) {
+        (self.inputs, self.outputs)
     }
 
-    /// `dst = bias + residual + x · W` (`residual` shaped like the output, when given), into
-    /// `dst` cleared first; GELU as in [`accumulate`](Self::accumulate). Each tile is set to
-    /// its bias and residual as the kernel reaches it, so the destination is neither zeroed
-    /// nor filled in a pass of its own (see [`Start::Bias`]).
-    pub fn compute(
-        &self,
-        x: &[f32],
-        bias: &[f32],
-        residual: Option<&[f32]>,
-        dst: &mut Vec<f32>,
-        threads: usize,
-        gelu: bool,
-    ) -> bool {
-        let len = x.len() / self.inputs * self.outputs;
-        dst.clear();
-        dst.reserve(len);
-        let out = Out {
-            ptr: dst.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
-        };
-        let fused = self.product(x, out, len, Start::Bias { bias, residual }, threads, gelu);
-        // SAFETY: `product` wrote all `len` values: every tile set its rows × columns from the
-        // bias before adding into them, and the tiles cover the whole output.
-        unsafe { dst.set_len(len) };
-        fused
-    }
-
-    /// `out` (`len` values) `= start + x · W`.
+    /// Each row of `x` is quantised to int8 first, one scale per block of inputs (its
+    /// largest magnitude / 127).
     fn product(
         &self,
         x: &[f32],
