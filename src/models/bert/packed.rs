@@ -610,7 +610,17 @@ impl PackedLayer for Int8Weights {
         let blocks = blocks(k);
         let mut a = vec![0u8; rows * k];
         let mut row_scales = vec![0f32; rows * blocks.len()];
-        quantize_rows(x, k, &mut a, &mut row_scales);
+        if tasks(threads, rows, k, n) > 1 {
+            // Shared out too: left to the calling thread, the other one waited through it
+            // (a batch of 32 sentences is 800,000 values to quantise for the FFN's second layer).
+            let per = rows.div_ceil(2 * threads);
+            x.par_chunks(per * k)
+                .zip(a.par_chunks_mut(per * k))
+                .zip(row_scales.par_chunks_mut(per * blocks.len()))
+                .for_each(|((x, a), scales)| quantize_rows(x, k, a, scales));
+        } else {
+            quantize_rows(x, k, &mut a, &mut row_scales);
+        }
         let (isa, vnni) = (self.isa, self.vnni);
         let fuse = gelu && isa == Isa::Avx512;
         let tasks = tasks(threads, rows, k, n);
