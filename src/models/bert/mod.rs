@@ -143,8 +143,8 @@ fn on_rayon_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 
 /// How long a helper of [`spin_beside`] spins with nothing to do before it lets its thread
 /// sleep after all. Far longer than the serial steps between two parallel loops of a forward
-/// pass (tens of microseconds); it bounds the waste if the pass ends unnoticed (its thread
-/// nested under other work) and a helper that happens to run above work the pass waits for.
+/// pass (tens of microseconds). It bounds the waste when the end of a pass goes unnoticed,
+/// and the stall when a helper happens to run on top of work that the pass itself waits for.
 const SPIN_LIMIT: Duration = Duration::from_micros(500);
 
 /// Runs `work` (on a rayon worker) while the pool's other threads spin, taking its parallel
@@ -154,8 +154,8 @@ const SPIN_LIMIT: Duration = Duration::from_micros(500);
 /// steps between them (layer norms, copies). An idle rayon worker soon sleeps, and waking it
 /// costs a futex call and, in a virtual machine, a wake-up of the virtual CPU: perf showed
 /// 10% of a long sentence's samples in sleeping and waking, and a serial layer norm instead
-/// of a parallel one made a short sentence 35% slower by letting the second thread doze off
-/// between layers. Onnxruntime's thread pool spins between its loops for the same reason.
+/// of a parallel one made a short sentence take 36% longer by letting the second thread doze
+/// off between layers. Onnxruntime's thread pool spins between its loops for the same reason.
 ///
 /// The helpers are detached tasks: a helper busy with other work (it runs whatever the pool
 /// has, another request's pass included) never holds this pass up, and one that sees the
