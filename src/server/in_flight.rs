@@ -123,14 +123,26 @@ mod tests {
     use http_body_util::{BodyExt, Full};
     use tower::{Layer, Service, ServiceExt};
 
+    /// A service whose response body is `body`, counted by `in_flight`.
+    fn counted(
+        in_flight: &InFlight,
+        body: &'static [u8],
+    ) -> impl tower::Service<
+        (),
+        Response = http::Response<Counted<Full<bytes::Bytes>>>,
+        Error = std::convert::Infallible,
+    > {
+        in_flight.layer(tower::service_fn(move |_: ()| async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                bytes::Bytes::from_static(body),
+            )))
+        }))
+    }
+
     #[tokio::test]
     async fn a_request_counts_until_its_body_has_been_taken() {
         let in_flight = InFlight::default();
-        let mut service = in_flight.layer(tower::service_fn(|_: ()| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                bytes::Bytes::from_static(b"embeddings"),
-            )))
-        }));
+        let mut service = counted(&in_flight, b"embeddings");
         let response = service.ready().await.unwrap().call(()).await.unwrap();
         // The handler has returned, but the body has not gone out yet.
         assert_eq!(in_flight.count(), 1);
@@ -142,11 +154,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_dropped_unsent_stops_counting() {
         let in_flight = InFlight::default();
-        let mut service = in_flight.layer(tower::service_fn(|_: ()| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                bytes::Bytes::from_static(b"x"),
-            )))
-        }));
+        let mut service = counted(&in_flight, b"x");
         let response = service.ready().await.unwrap().call(()).await.unwrap();
         assert_eq!(in_flight.count(), 1);
         drop(response);

@@ -629,6 +629,14 @@ mod tests {
     use super::*;
     use candle_core::{Device, D};
 
+    fn max_difference(got: &[f32], want: &[f32]) -> f32 {
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
+
     #[test]
     fn the_approximations_match_libm() {
         for i in -4000..=4000 {
@@ -656,11 +664,7 @@ mod tests {
         let want = xs.gelu_erf().unwrap().to_vec1::<f32>().unwrap();
         let mut got = xs.to_vec1::<f32>().unwrap();
         gelu_in_place(&mut got);
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_difference(&got, &want);
         assert!(diff < 2e-6, "max difference {diff}");
     }
 
@@ -692,11 +696,7 @@ mod tests {
                 .unwrap();
             assert_eq!(got.dims(), &[rows, 384]);
             let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let diff = max_difference(&got, &want[..got.len()]);
             assert!(diff < 1e-4, "{rows} rows: max difference {diff}");
         }
     }
@@ -716,11 +716,7 @@ mod tests {
             let src = scores.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let mut got = vec![0f32; src.len()];
             softmax_rows(&src, len, 0.25, &mut got);
-            let diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let diff = max_difference(&got, &want);
             assert!(diff < 1e-6, "rows of {len}: max difference {diff}");
         }
     }

@@ -198,9 +198,19 @@ impl Start<'_> {
     }
 }
 
+/// Keeps [`PackedLayer`] to this module's two kinds of weights: its provided
+/// [`compute`](PackedLayer::compute) trusts `product` to write every value of the output
+/// before it marks them initialised, which another implementation could break from safe code.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::F32Weights {}
+    impl Sealed for super::Int8Weights {}
+}
+
 /// The product of either kind of packed weights, into a destination that holds values
-/// already or starts from a bias.
-pub trait PackedLayer {
+/// already or starts from a bias. Sealed: implemented by [`F32Weights`] and [`Int8Weights`]
+/// only.
+pub trait PackedLayer: sealed::Sealed {
     /// `(inputs, outputs)`.
     fn shape(&self) -> (usize, usize);
 
@@ -610,7 +620,8 @@ impl PackedLayer for Int8Weights {
         let blocks = blocks(k);
         let mut a = vec![0u8; rows * k];
         let mut row_scales = vec![0f32; rows * blocks.len()];
-        if tasks(threads, rows, k, n) > 1 {
+        let tasks = tasks(threads, rows, k, n);
+        if tasks > 1 {
             // Shared out too: left to the calling thread, the other one waited through it
             // (a batch of 32 sentences is 800,000 values to quantise for the FFN's second layer).
             let per = rows.div_ceil(2 * threads);
@@ -623,7 +634,6 @@ impl PackedLayer for Int8Weights {
         }
         let (isa, vnni) = (self.isa, self.vnni);
         let fuse = gelu && isa == Isa::Avx512;
-        let tasks = tasks(threads, rows, k, n);
         tiles(
             rows,
             n / PANEL,
