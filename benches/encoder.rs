@@ -10,6 +10,8 @@
 //! Threads: the matmuls use gemm's rayon pool (`RAYON_NUM_THREADS`, default the physical
 //! cores); everything else runs on the calling thread.
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "../tests/common/mod.rs"]
 mod common;
 

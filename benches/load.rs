@@ -5,6 +5,8 @@
 //!
 //!     cargo bench --bench load [-- --seconds 6 --json out.json --batching on|off --concurrency 1,8 --int8]
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "support/load.rs"]

@@ -4,6 +4,8 @@
 //!
 //!     cargo bench --bench ner
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_serving::lexicon::Lexicon;
+use candle_serving::models::bert::packed::Isa;
 use candle_serving::models::tagger::TaggerServable;
 use candle_serving::servable::{Inputs, Servable};
 use candle_serving::tensor::Tensor;
@@ -53,7 +56,10 @@ async fn main() {
     }
     latencies.sort();
     let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
-    println!("symptom_ner in-process, one sentence per call ({mean_chars:.1} characters on average), one thread:");
+    println!(
+        "symptom_ner in-process, one sentence per call ({mean_chars:.1} characters on average), one thread, {} recurrent kernel:",
+        Isa::f32().f32_name()
+    );
     println!(
         "  mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs, {:.0} sentences/s",
         mean.as_secs_f64() * 1e6,

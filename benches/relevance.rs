@@ -3,6 +3,8 @@
 //!
 //!     cargo bench --bench relevance
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -5,6 +5,8 @@
 //!
 //!     cargo bench --bench rest_vs_grpc
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -45,6 +45,9 @@ cargo bench --locked --all-features --bench dense -- --seconds 1 --int8
 # The small models: the tagger over gRPC (goal 11,000 requests/s at concurrency 10) and the
 # relevance classifier's per-call cost.
 cargo bench --locked --all-features --bench ner
+if grep -qw avx512f /proc/cpuinfo; then
+  CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench ner
+fi
 cargo bench --locked --all-features --bench relevance
 ./scripts/bench_peers.sh --seconds "$seconds" --json "$out/peers.json"
 echo

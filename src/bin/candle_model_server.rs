@@ -10,6 +10,14 @@ use clap::Parser;
 use candle_serving::config::ServerArgs;
 use candle_serving::server::{init_logging, Server, ServerOptions};
 
+/// mimalloc instead of glibc's malloc. A request allocates and frees dozens of small buffers
+/// on several threads (transport, queue, inference pool): under load glibc's malloc and free
+/// took about a tenth of the tagger server's samples. And a forward pass allocates megabytes
+/// of activations, which glibc hands back to the kernel and faults in again, zeroed, on the
+/// next call; mimalloc keeps them for reuse. (Figures in BENCHMARKS.md.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
     init_logging(args.log_format);
