@@ -54,7 +54,13 @@ async fn main() {
             channel.clone(),
         );
     for model in ["minilm", "symptom_ner", "dialog_relevance"] {
-        wait_for_state(&mut models, model, 1, AVAILABLE).await;
+        // The shipped models.config serves each model's highest version.
+        let latest: i64 = std::fs::read_dir(repo_root().join("model_repo").join(model))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .max()
+            .expect("a version folder");
+        wait_for_state(&mut models, model, latest, AVAILABLE).await;
     }
     let mut grpc = PredictionServiceClient::new(channel)
         .max_encoding_message_size(64 << 20)
