@@ -422,11 +422,16 @@ impl PackedLayer for F32Weights {
             .map(|s| s..(s + F32_BLOCK).min(k))
             .collect();
         let tasks = tasks(threads, rows, k, n);
+        let shape = if isa == Isa::Avx2 {
+            F32_TILE_AVX2
+        } else {
+            F32_TILE
+        };
         tiles(
             rows,
             n / PANEL,
             &k_blocks,
-            if isa == Isa::Avx2 { F32_TILE_AVX2 } else { F32_TILE },
+            shape,
             k * 4,
             tasks,
             out,
