@@ -415,8 +415,8 @@ impl PackedLayer for F32Weights {
         start.check(rows, n);
         let isa = self.isa;
         let fuse = gelu && isa != Isa::Portable;
-        // Inputs in blocks of F32_BLOCK, so that a task's 4 panels of a block (32 KB) stay in
-        // the L1 cache while the rows go by.
+        // Inputs in blocks of F32_BLOCK, so that a tile's panels of a block (4 on AVX-512:
+        // 32 KB; 1 on AVX2: 8 KB) stay in the L1 cache while the rows go by.
         let k_blocks: Vec<Range<usize>> = (0..k)
             .step_by(F32_BLOCK)
             .map(|s| s..(s + F32_BLOCK).min(k))
