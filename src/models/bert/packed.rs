@@ -268,8 +268,10 @@ pub trait PackedLayer: sealed::Sealed {
     }
 }
 
-/// Calls `tile(rows, panels, inputs, out)` for every tile of a `rows × panels` product in
-/// tiles of up to `shape` (rows, panels), inputs taken in `k_blocks`, each added into `out`.
+/// Calls `tile(rows, panels, inputs, first, out)` for every tile of a `rows × panels` product
+/// in tiles of up to `shape` (rows, panels), inputs taken in `k_blocks`, each added into `out`.
+/// `first` marks the first tile of a chunk of rows for its panels and inputs: the one that
+/// brings that block of weights into the cache, for the rest of the chunk's rows to find there.
 ///
 /// The groups of panels are shared out into `tasks` contiguous runs, one per thread. A task
 /// walks the rows in chunks of about [`ROW_CHUNK_BYTES`] of inputs (`row_bytes` per row):
@@ -287,7 +289,7 @@ fn tiles<F>(
     out: Out,
     tile: F,
 ) where
-    F: Fn(Range<usize>, Range<usize>, Range<usize>, Out) + Sync,
+    F: Fn(Range<usize>, Range<usize>, Range<usize>, bool, Out) + Sync,
 {
     let (tile_rows, tile_panels) = shape;
     let groups: Vec<Range<usize>> = (0..panels)
@@ -303,7 +305,7 @@ fn tiles<F>(
                     let mut row = chunk;
                     while row < chunk_end {
                         let end = (row + tile_rows).min(chunk_end);
-                        tile(row..end, panels.clone(), inputs.clone(), out);
+                        tile(row..end, panels.clone(), inputs.clone(), row == chunk, out);
                         row = end;
                     }
                 }
@@ -435,7 +437,7 @@ impl PackedLayer for F32Weights {
             k * 4,
             tasks,
             out,
-            |r, p, kr, out| {
+            |r, p, kr, first, out| {
                 assert!(r.end * k <= x.len() && (p.end * k) * PANEL <= self.packed.len());
                 if kr.start == 0 {
                     // SAFETY: rows r and panels p are inside dst and this task's.
@@ -454,6 +456,7 @@ impl PackedLayer for F32Weights {
                     dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
                     stride: n,
                     gelu: fuse && kr.end == k,
+                    prefetch: first,
                 };
                 match isa {
                     #[cfg(target_arch = "x86_64")]
@@ -486,6 +489,9 @@ struct F32Tile {
     stride: usize,
     /// Apply GELU as the sums are stored (not portable; on the last block of inputs).
     gelu: bool,
+    /// Prefetch the weights of the panels that follow, as the first row tile of a chunk
+    /// (the later ones would find those lines in cache already).
+    prefetch: bool,
 }
 
 fn f32_portable(t: &F32Tile) {
@@ -650,7 +656,7 @@ impl PackedLayer for Int8Weights {
             k,
             tasks,
             out,
-            |r, p, _, out| {
+            |r, p, _, _, out| {
                 assert!(r.end * k <= a.len() && p.end * k * PANEL <= self.packed.len());
                 // SAFETY: rows r and panels p are inside dst and this task's; one block of
                 // inputs (all of them), so this is the tile's first.
@@ -799,24 +805,40 @@ mod x86 {
     use super::{F32Tile, Int8Tile, PANEL};
     use std::arch::x86_64::*;
 
-    /// Calls `$kernel::<R, P>($args)` for the run-time `rows` (1..=6) and `panels` (1..=4).
+    /// Calls `$kernel::<PRE.., R, P>($args)` for the run-time `rows` (1..=6) and `panels`
+    /// (1..=4); `[PRE..]`, optional, are the kernel's leading const parameters.
     macro_rules! dispatch {
-        ($kernel:ident, $rows:expr, $panels:expr, ($($arg:expr),*)) => {
+        ($kernel:ident, [$($pre:tt),*], $rows:expr, $panels:expr, ($($arg:expr),*)) => {
             match ($rows, $panels) {
-                (1, 1) => $kernel::<1, 1>($($arg),*), (1, 2) => $kernel::<1, 2>($($arg),*),
-                (1, 3) => $kernel::<1, 3>($($arg),*), (1, 4) => $kernel::<1, 4>($($arg),*),
-                (2, 1) => $kernel::<2, 1>($($arg),*), (2, 2) => $kernel::<2, 2>($($arg),*),
-                (2, 3) => $kernel::<2, 3>($($arg),*), (2, 4) => $kernel::<2, 4>($($arg),*),
-                (3, 1) => $kernel::<3, 1>($($arg),*), (3, 2) => $kernel::<3, 2>($($arg),*),
-                (3, 3) => $kernel::<3, 3>($($arg),*), (3, 4) => $kernel::<3, 4>($($arg),*),
-                (4, 1) => $kernel::<4, 1>($($arg),*), (4, 2) => $kernel::<4, 2>($($arg),*),
-                (4, 3) => $kernel::<4, 3>($($arg),*), (4, 4) => $kernel::<4, 4>($($arg),*),
-                (5, 1) => $kernel::<5, 1>($($arg),*), (5, 2) => $kernel::<5, 2>($($arg),*),
-                (5, 3) => $kernel::<5, 3>($($arg),*), (5, 4) => $kernel::<5, 4>($($arg),*),
-                (6, 1) => $kernel::<6, 1>($($arg),*), (6, 2) => $kernel::<6, 2>($($arg),*),
-                (6, 3) => $kernel::<6, 3>($($arg),*), (6, 4) => $kernel::<6, 4>($($arg),*),
+                (1, 1) => $kernel::<$($pre,)* 1, 1>($($arg),*),
+                (1, 2) => $kernel::<$($pre,)* 1, 2>($($arg),*),
+                (1, 3) => $kernel::<$($pre,)* 1, 3>($($arg),*),
+                (1, 4) => $kernel::<$($pre,)* 1, 4>($($arg),*),
+                (2, 1) => $kernel::<$($pre,)* 2, 1>($($arg),*),
+                (2, 2) => $kernel::<$($pre,)* 2, 2>($($arg),*),
+                (2, 3) => $kernel::<$($pre,)* 2, 3>($($arg),*),
+                (2, 4) => $kernel::<$($pre,)* 2, 4>($($arg),*),
+                (3, 1) => $kernel::<$($pre,)* 3, 1>($($arg),*),
+                (3, 2) => $kernel::<$($pre,)* 3, 2>($($arg),*),
+                (3, 3) => $kernel::<$($pre,)* 3, 3>($($arg),*),
+                (3, 4) => $kernel::<$($pre,)* 3, 4>($($arg),*),
+                (4, 1) => $kernel::<$($pre,)* 4, 1>($($arg),*),
+                (4, 2) => $kernel::<$($pre,)* 4, 2>($($arg),*),
+                (4, 3) => $kernel::<$($pre,)* 4, 3>($($arg),*),
+                (4, 4) => $kernel::<$($pre,)* 4, 4>($($arg),*),
+                (5, 1) => $kernel::<$($pre,)* 5, 1>($($arg),*),
+                (5, 2) => $kernel::<$($pre,)* 5, 2>($($arg),*),
+                (5, 3) => $kernel::<$($pre,)* 5, 3>($($arg),*),
+                (5, 4) => $kernel::<$($pre,)* 5, 4>($($arg),*),
+                (6, 1) => $kernel::<$($pre,)* 6, 1>($($arg),*),
+                (6, 2) => $kernel::<$($pre,)* 6, 2>($($arg),*),
+                (6, 3) => $kernel::<$($pre,)* 6, 3>($($arg),*),
+                (6, 4) => $kernel::<$($pre,)* 6, 4>($($arg),*),
                 (r, p) => unreachable!("a tile of {r} rows × {p} panels"),
             }
+        };
+        ($kernel:ident, $rows:expr, $panels:expr, ($($arg:expr),*)) => {
+            dispatch!($kernel, [], $rows, $panels, ($($arg),*))
         };
     }
 
@@ -878,21 +900,29 @@ mod x86 {
 
     pub(super) fn f32_avx512(t: &F32Tile) {
         // SAFETY: Isa::f32() saw AVX-512 F; the tile lies inside its buffers (F32Tile).
-        unsafe { dispatch!(f32_avx512_tile, t.rows, t.panels, (t)) }
+        unsafe {
+            if t.prefetch {
+                dispatch!(f32_avx512_tile, [true], t.rows, t.panels, (t))
+            } else {
+                dispatch!(f32_avx512_tile, [false], t.rows, t.panels, (t))
+            }
+        }
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn f32_avx512_tile<const R: usize, const P: usize>(t: &F32Tile) {
+    unsafe fn f32_avx512_tile<const PF: bool, const R: usize, const P: usize>(t: &F32Tile) {
         let mut acc = [[_mm512_setzero_ps(); P]; R];
         for kk in 0..t.inputs {
             let mut w = [_mm512_setzero_ps(); P];
-            // The same inputs of the next group of panels into L2: at one or a few rows the
-            // product streams its weights from memory, and these requests overlap the FMAs.
-            // (Past the weights' end they are hints that touch nothing.)
-            for p in 0..P {
-                _mm_prefetch::<_MM_HINT_T1>(
-                    t.b.wrapping_add((P + p) * t.panel_stride + kk * PANEL) as *const i8,
-                );
+            // With PF, the same inputs of the next group of panels into L2: at one or a few
+            // rows the product streams its weights from memory, and these requests overlap the
+            // FMAs. (Past the weights' end they are hints that touch nothing.)
+            if PF {
+                for p in 0..P {
+                    _mm_prefetch::<_MM_HINT_T1>(
+                        t.b.wrapping_add((P + p) * t.panel_stride + kk * PANEL) as *const i8,
+                    );
+                }
             }
             for (p, w) in w.iter_mut().enumerate() {
                 *w = unsafe { _mm512_loadu_ps(t.b.add(p * t.panel_stride + kk * PANEL)) };
@@ -921,7 +951,13 @@ mod x86 {
         // 16 ymm registers: one panel (two registers) at a time for up to 6 rows.
         for p in 0..t.panels {
             // SAFETY: Isa::f32() saw AVX2 and FMA; the tile lies inside its buffers.
-            unsafe { dispatch!(f32_avx2_tile, t.rows, 1, (t, p)) }
+            unsafe {
+                if t.prefetch {
+                    dispatch!(f32_avx2_tile, [true], t.rows, 1, (t, p))
+                } else {
+                    dispatch!(f32_avx2_tile, [false], t.rows, 1, (t, p))
+                }
+            }
         }
         if t.gelu {
             // SAFETY: as above; the tile's rows × panels are inside dst.
@@ -981,12 +1017,16 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn f32_avx2_tile<const R: usize, const P: usize>(t: &F32Tile, p: usize) {
+    unsafe fn f32_avx2_tile<const PF: bool, const R: usize, const P: usize>(t: &F32Tile, p: usize) {
         let b = unsafe { t.b.add(p * t.panel_stride) };
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for kk in 0..t.inputs {
             // The next panel's line into L2, as in the AVX-512 kernel.
-            _mm_prefetch::<_MM_HINT_T1>(b.wrapping_add(t.panel_stride + kk * PANEL) as *const i8);
+            if PF {
+                _mm_prefetch::<_MM_HINT_T1>(
+                    b.wrapping_add(t.panel_stride + kk * PANEL) as *const i8
+                );
+            }
             let lo = unsafe { _mm256_loadu_ps(b.add(kk * PANEL)) };
             let hi = unsafe { _mm256_loadu_ps(b.add(kk * PANEL + 8)) };
             for (r, acc) in acc.iter_mut().enumerate() {
