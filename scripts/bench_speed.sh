@@ -7,26 +7,43 @@
 # 2 threads, Flask+gunicorn+PyTorch), then the tables with ratios, under the CPU's flags.
 # Results: .cache/speed/*.json. Run it on an otherwise idle machine.
 #   scripts/bench_speed.sh [SECONDS_PER_CELL]
+# With SPEED_AS_X86_64_V3=1 on a host with AVX-512, every process of the run (candle-serving,
+# onnxruntime, PyTorch) sees the CPU as AVX2-only (scripts/as_x86_64_v3.sh), so each takes its
+# AVX2 kernels; results then go to .cache/speed-x86-64-v3. That compares the AVX2 paths when no
+# AVX2-only host is at hand; caches, memory and clock stay this host's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [[ "${SPEED_AS_X86_64_V3:-}" == 1 && "${LD_PRELOAD:-}" != *x86_64_v3.so* ]]; then
+  exec ./scripts/as_x86_64_v3.sh "$0" "$@"
+fi
 seconds=${1:-5}
 out=.cache/speed
+view=""
+if [[ "${LD_PRELOAD:-}" == *x86_64_v3.so* ]]; then
+  out=.cache/speed-x86-64-v3
+  view=" (seen as x86-64-v3: AVX-512, AMX and AVX-VNNI hidden from CPUID)"
+fi
 mkdir -p "$out"
 ./scripts/fetch_weights.sh
 # The host first: kernels are chosen at run time, so the figures depend on these flags.
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
   | grep -xE 'avx2|fma|avx512f|avx512bw|avx512vl|avx512_vnni|avx_vnni|avx512_bf16|amx_int8' | xargs)"
+if [[ -n "$view" ]]; then
+  flags="$(tr ' ' '\n' <<< "$flags" | grep -xE 'avx2|fma' | xargs)$view"
+fi
+# Whether the kernels can see a flag (under the x86-64-v3 view, only AVX2 and FMA).
+has_flag() { [[ " $flags " == *" $1 "* ]]; }
 echo "== host: $(nproc) cores, $cpu; flags: $flags"
 cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --json "$out/candle_fp32.json"
 cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --int8 --json "$out/candle_int8.json"
 # The AVX2 dense-layer kernels (AVX2+FMA for fp32, AVX-VNNI for int8) measured on this host
 # too when it has AVX-512: the run-time choice capped, GELU and softmax unchanged.
-if grep -qw avx512f /proc/cpuinfo; then
+if has_flag avx512f; then
   CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench encoder -- \
     --seconds "$seconds" --runtime candle-serving-avx2 --json "$out/candle_avx2.json"
-  if grep -qw avx_vnni /proc/cpuinfo; then
+  if has_flag avx_vnni; then
     CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench encoder -- \
       --seconds "$seconds" --int8 --runtime candle-serving-int8-avx2 --json "$out/candle_int8_avx2.json"
   fi
@@ -45,7 +62,7 @@ cargo bench --locked --all-features --bench dense -- --seconds 1 --int8
 # The small models: the tagger over gRPC (goal 11,000 requests/s at concurrency 10) and the
 # relevance classifier's per-call cost.
 cargo bench --locked --all-features --bench ner
-if grep -qw avx512f /proc/cpuinfo; then
+if has_flag avx512f; then
   CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench ner
 fi
 cargo bench --locked --all-features --bench relevance
