@@ -322,6 +322,38 @@ fn tiles<F>(
     }
 }
 
+/// Packed weights starting on a 64-byte cache line, whatever the allocator hands out: the
+/// kernels load a panel's 64 bytes per input as one vector (AVX-512) or two, and a load that
+/// straddles two lines costs two. (glibc's large blocks start 16 bytes past a page; mimalloc's
+/// happened to be aligned, so the server was, but not every caller of these kernels.)
+struct Lines<T> {
+    buf: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Lines<T> {
+    fn zeroed(len: usize) -> Self {
+        let buf = vec![T::default(); len + 64 / std::mem::size_of::<T>()];
+        let start = buf.as_ptr().align_offset(64);
+        assert!(start + len <= buf.len(), "packed weights: cannot align");
+        Lines { buf, start, len }
+    }
+}
+
+impl<T> std::ops::Deref for Lines<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for Lines<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
 /// Inputs of a chunk of rows, kept in L2 across a task's groups of panels.
 const ROW_CHUNK_BYTES: usize = 256 * 1024;
 
@@ -352,7 +384,7 @@ fn check_shape(inputs: usize, outputs: usize, values: usize, step: usize) -> Res
 pub struct F32Weights {
     inputs: usize,
     outputs: usize,
-    packed: Vec<f32>,
+    packed: Lines<f32>,
     isa: Isa,
 }
 
@@ -369,7 +401,7 @@ impl F32Weights {
         isa: Isa,
     ) -> Result<Self, String> {
         check_shape(inputs, outputs, weight_t.len(), 1)?;
-        let mut packed = vec![0f32; inputs * outputs];
+        let mut packed = Lines::zeroed(inputs * outputs);
         for (k, row) in weight_t.chunks_exact(outputs).enumerate() {
             for (p, cols) in row.chunks_exact(PANEL).enumerate() {
                 let at = (p * inputs + k) * PANEL;
@@ -534,7 +566,7 @@ pub const INT8_BLOCK: usize = 32;
 pub struct Int8Weights {
     inputs: usize,
     outputs: usize,
-    packed: Vec<i8>,
+    packed: Lines<i8>,
     /// `[blocks, outputs]`.
     scales: Vec<f32>,
     /// `[blocks, outputs]`.
@@ -588,7 +620,7 @@ impl Int8Weights {
             }
         }
         let groups = inputs / 4;
-        let mut packed = vec![0i8; inputs * outputs];
+        let mut packed = Lines::zeroed(inputs * outputs);
         let mut neg_shift = vec![0i32; blocks.len() * outputs];
         for (k, row) in weight_t.chunks_exact(outputs).enumerate() {
             let kb = k / INT8_BLOCK;
@@ -1458,6 +1490,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packed_weights_start_on_a_cache_line() {
+        for len in [1, 16, 1000, 384 * 1536] {
+            assert_eq!(Lines::<f32>::zeroed(len).as_ptr() as usize % 64, 0);
+            assert_eq!(Lines::<i8>::zeroed(len).as_ptr() as usize % 64, 0);
+            assert_eq!(Lines::<i8>::zeroed(len).len(), len);
+        }
+        let weights = F32Weights::pack(&values(36 * 80, 3), 36, 80).unwrap();
+        assert_eq!(weights.packed.as_ptr() as usize % 64, 0);
     }
 
     /// GELU by its definition, with libm's erf.
