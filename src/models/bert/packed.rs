@@ -324,8 +324,8 @@ fn tiles<F>(
 
 /// Packed weights starting on a 64-byte cache line, whatever the allocator hands out: the
 /// kernels load a panel's 64 bytes per input as one vector (AVX-512) or two, and a load that
-/// straddles two lines costs two. (glibc's large blocks start 16 bytes past a page; mimalloc's
-/// happened to be aligned, so the server was, but not every caller of these kernels.)
+/// straddles two lines costs two. (glibc's large blocks start 16 bytes past a page, and so did
+/// the dense bench's weights; the server's, from mimalloc, happened to be aligned.)
 struct Lines<T> {
     buf: Vec<T>,
     start: usize,
