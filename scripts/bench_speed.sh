@@ -31,11 +31,11 @@ cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
   | grep -xE 'avx2|fma|avx512f|avx512bw|avx512vl|avx512_vnni|avx_vnni|avx512_bf16|amx_int8' | xargs)"
 if [[ -n "$view" ]]; then
-  flags="$(tr ' ' '\n' <<< "$flags" | grep -xE 'avx2|fma' | xargs)$view"
+  flags="$(tr ' ' '\n' <<< "$flags" | grep -xE 'avx2|fma' | xargs)"
 fi
 # Whether the kernels can see a flag (under the x86-64-v3 view, only AVX2 and FMA).
 has_flag() { [[ " $flags " == *" $1 "* ]]; }
-echo "== host: $(nproc) cores, $cpu; flags: $flags"
+echo "== host: $(nproc) cores, $cpu; flags: $flags$view"
 cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --json "$out/candle_fp32.json"
 cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --int8 --json "$out/candle_int8.json"
 # The AVX2 dense-layer kernels (AVX2+FMA for fp32, AVX-VNNI for int8) measured on this host
@@ -68,5 +68,5 @@ fi
 cargo bench --locked --all-features --bench relevance
 ./scripts/bench_peers.sh --seconds "$seconds" --json "$out/peers.json"
 echo
-echo "== $(date -u +%Y-%m-%d), $(nproc) cores, $cpu; flags: $flags"
+echo "== $(date -u +%Y-%m-%d), $(nproc) cores, $cpu; flags: $flags$view"
 python3 benches/speed_table.py "$out/candle_inprocess.json" "$out/candle_load.json" "$out/peers.json"
