@@ -325,15 +325,16 @@ fn tiles<F>(
 /// Packed weights starting on a 64-byte cache line, whatever the allocator hands out: the
 /// kernels load a panel's 64 bytes per input as one vector (AVX-512) or two, and a load that
 /// straddles two lines costs two. (glibc's large blocks start 16 bytes past a page, and so did
-/// the dense bench's weights; the server's, from mimalloc, happened to be aligned.)
-struct Lines<T> {
+/// the dense bench's weights; the server's, from mimalloc, happened to be aligned.) The
+/// tagger's step tables use it for the same reason.
+pub(crate) struct Lines<T> {
     buf: Vec<T>,
     start: usize,
     len: usize,
 }
 
 impl<T: Copy + Default> Lines<T> {
-    fn zeroed(len: usize) -> Self {
+    pub(crate) fn zeroed(len: usize) -> Self {
         let buf = vec![T::default(); len + 64 / std::mem::size_of::<T>()];
         let start = buf.as_ptr().align_offset(64);
         assert!(start + len <= buf.len(), "packed weights: cannot align");

@@ -21,7 +21,7 @@ use multiversion::multiversion;
 
 use super::config::TaggerConfig;
 use super::crf::{Crf, ViterbiScratch};
-use crate::models::bert::packed::{F32Weights, Isa, PackedLayer, PANEL};
+use crate::models::bert::packed::{F32Weights, Isa, Lines, PackedLayer, PANEL};
 
 /// Gate rows and output rows are padded with zeros to whole vectors of this many lanes.
 const LANES: usize = PANEL;
@@ -29,10 +29,11 @@ const LANES: usize = PANEL;
 /// One LSTM direction, laid out for the step loop.
 struct Direction {
     /// `[vocab, G]`: the gate pre-activations each character contributes (G is 4H rounded up
-    /// to [`LANES`]; gates i, f, g, o at columns 0, H, 2H, 3H).
-    input: Vec<f32>,
-    /// `[H, G]`: W_hh transposed, padded like `input`.
-    recurrent: Vec<f32>,
+    /// to [`LANES`]; gates i, f, g, o at columns 0, H, 2H, 3H). Each row starts on a cache
+    /// line, as G is a whole number of 64-byte vectors.
+    input: Lines<f32>,
+    /// `[H, G]`: W_hh transposed, padded like `input`, its rows on cache lines too.
+    recurrent: Lines<f32>,
 }
 
 pub struct FastTagger {
@@ -93,14 +94,14 @@ impl FastTagger {
             let b_hh = vb
                 .get(4 * h, &format!("lstm.bias_hh_l0{suffix}"))?
                 .to_vec1::<f32>()?;
-            let mut input = vec![0.0; v * width];
+            let mut input = Lines::zeroed(v * width);
             for (row, out) in embedding.iter().zip(input.chunks_exact_mut(width)) {
                 for g in 0..4 * h {
                     let dot: f32 = w_ih[g].iter().zip(row).map(|(w, x)| w * x).sum();
                     out[g] = dot + b_ih[g] + b_hh[g];
                 }
             }
-            let mut recurrent = vec![0.0; h * width];
+            let mut recurrent = Lines::zeroed(h * width);
             for g in 0..4 * h {
                 for k in 0..h {
                     recurrent[k * width + g] = w_hh[g][k];
