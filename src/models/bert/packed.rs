@@ -337,7 +337,7 @@ impl<T: Copy + Default> Lines<T> {
     pub(crate) fn zeroed(len: usize) -> Self {
         let buf = vec![T::default(); len + 64 / std::mem::size_of::<T>()];
         let start = buf.as_ptr().align_offset(64);
-        assert!(start + len <= buf.len(), "packed weights: cannot align");
+        assert!(start + len <= buf.len(), "Lines: cannot align");
         Lines { buf, start, len }
     }
 }
