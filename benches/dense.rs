@@ -3,10 +3,15 @@
 //! on the rayon pool, beside this core's measured FMA peak. The encoder benchmark says how fast
 //! the model is; this one says how close its matrix products come to the hardware.
 //!
-//!     cargo bench --bench dense [-- --seconds 1 --int8]
+//!     cargo bench --bench dense [-- --seconds 1 --int8 --cold]
 //!
 //! With `--int8` the figure counts the same product's multiply-adds (quantising the rows
 //! included), so it compares directly with the f32 one.
+//!
+//! By default one copy of each layer's weights is multiplied again and again, so they stay in
+//! cache. With `--cold` each call takes the next of enough copies to fill [`COLD_BYTES`], so
+//! its weights come from memory, as the encoder's do at one sentence (every call of the model
+//! reads all its dense layers, more than an L3 cache holds).
 //!
 //! `CANDLE_SERVING_KERNELS=avx2` measures the AVX2 kernels on an AVX-512 host.
 
@@ -14,6 +19,7 @@
 mod common;
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use candle_serving::models::bert::packed::{F32Weights, Int8Weights, Isa, PackedLayer};
@@ -27,10 +33,15 @@ const LAYERS: [(&str, usize, usize); 4] = [
     ("ffn down", 1536, 384),
 ];
 const ROWS: [(&str, usize); 3] = [("1 short", 16), ("1 long", 64), ("32 short", 512)];
+/// What the copies of a layer's weights fill with `--cold`: several times the L3 cache a core
+/// of a server CPU can reach (32 MB on the Zen 4 host here, about 100 MB on large Xeons), so
+/// that no call finds its weights there.
+const COLD_BYTES: usize = 512 << 20;
 
 fn main() {
     let seconds: f64 = arg("--seconds").map_or(1.0, |s| s.parse().expect("--seconds"));
     let int8 = std::env::args().any(|a| a == "--int8");
+    let cold = std::env::args().any(|a| a == "--cold");
     let isa = if int8 { Isa::int8() } else { Isa::f32() };
     println!(
         "kernels: {} ({}); one core's FMA peak {:.0} GFLOP/s",
@@ -42,6 +53,12 @@ fn main() {
         if int8 { "int8" } else { "f32" },
         fma_peak()
     );
+    if cold {
+        println!(
+            "weights: cold (each call the next of {} MB of copies)",
+            COLD_BYTES >> 20
+        );
+    }
     let pool = rayon::current_num_threads();
     println!("| layer | rows | GFLOP/s 1 thread | GFLOP/s {pool} threads |");
     println!("|---|---|---|---|");
@@ -49,17 +66,30 @@ fn main() {
         let w: Vec<f32> = (0..k * n)
             .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
             .collect();
-        let f32w = F32Weights::pack(&w, k, n).unwrap();
-        let i8w = int8.then(|| Int8Weights::quantize(&w, k, n).unwrap());
+        let bytes = k * n * if int8 { 1 } else { 4 };
+        let copies = if cold { COLD_BYTES.div_ceil(bytes) } else { 1 };
+        let layers: Vec<Layer> = (0..copies)
+            .map(|_| {
+                if int8 {
+                    Layer::Int8(Int8Weights::quantize(&w, k, n).unwrap())
+                } else {
+                    Layer::F32(F32Weights::pack(&w, k, n).unwrap())
+                }
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
         for (label, rows) in ROWS {
             let x: Vec<f32> = (0..rows * k)
                 .map(|i| ((i * 104_729) % 1999) as f32 / 999.0 - 1.0)
                 .collect();
             let mut dst = vec![0f32; rows * n];
             let mut rate = |threads: usize| {
-                let run = |dst: &mut [f32]| match &i8w {
-                    Some(w) => w.accumulate(&x, dst, threads, false),
-                    None => f32w.accumulate(&x, dst, threads, false),
+                let run = |dst: &mut [f32]| {
+                    let i = next.fetch_add(1, Ordering::Relaxed) % layers.len();
+                    match &layers[i] {
+                        Layer::Int8(w) => w.accumulate(&x, dst, threads, false),
+                        Layer::F32(w) => w.accumulate(&x, dst, threads, false),
+                    }
                 };
                 let flops = 2.0 * (rows * k * n) as f64;
                 // Best of several rounds: this measures the kernel, not the neighbours.
@@ -80,6 +110,12 @@ fn main() {
             println!("| {name} {k}→{n} | {rows} ({label}) | {one:.1} | {all:.1} |");
         }
     }
+}
+
+/// One copy of a layer's weights, in the form being measured.
+enum Layer {
+    F32(F32Weights),
+    Int8(Int8Weights),
 }
 
 /// Runs `f` on a rayon worker, as the model's forward pass does.

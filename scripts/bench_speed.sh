@@ -56,9 +56,12 @@ cargo bench --locked --all-features --bench load -- --seconds "$seconds" --int8 
   --concurrency 1,32 --json "$out/candle_load_int8.json"
 python3 -c 'import json,sys; print(json.dumps(sum((json.load(open(p)) for p in sys.argv[1:]), [])))' \
   "$out/candle_load_fp32.json" "$out/candle_load_int8.json" > "$out/candle_load.json"
-# The dense-layer kernels alone, against this core's FMA peak.
+# The dense-layer kernels alone, against this core's FMA peak: weights in cache, then from
+# memory (--cold), as the encoder's are at one sentence.
 cargo bench --locked --all-features --bench dense -- --seconds 1
+cargo bench --locked --all-features --bench dense -- --seconds 1 --cold
 cargo bench --locked --all-features --bench dense -- --seconds 1 --int8
+cargo bench --locked --all-features --bench dense -- --seconds 1 --int8 --cold
 # The small models: the tagger over gRPC (goal 11,000 requests/s at concurrency 10) and the
 # relevance classifier's per-call cost.
 cargo bench --locked --all-features --bench ner
