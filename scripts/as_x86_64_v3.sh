@@ -2,6 +2,8 @@
 # Runs a command as if on an AVX2-only (x86-64-v3) CPU: every CPUID it executes reports no
 # AVX-512, AMX or AVX-VNNI, so candle-serving, onnxruntime and PyTorch all take their AVX2
 # kernels. For comparing the AVX2 paths on a host with AVX-512; see benches/support/x86_64_v3.c.
+# The view answers CPUID from a SIGSEGV handler, so a program that sets its own (rustc does)
+# dies at its first CPUID under it: build first, then run the built binaries under the view.
 #   scripts/as_x86_64_v3.sh scripts/bench_peers.sh --only inprocess --seconds 3
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
