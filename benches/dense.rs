@@ -1,6 +1,8 @@
 //! The dense-layer kernels alone (not a test): GFLOP/s of `x · W` for MiniLM's four layer
 //! shapes at a batch of one short sentence, one long one and 32 short ones, on one thread and
-//! on the rayon pool, beside this core's measured FMA peak. The encoder benchmark says how fast
+//! on the rayon pool, beside this core's measured FMA peak. Each product starts from a bias,
+//! plus a residual for the two layers that take one, into a cleared destination, as the
+//! model's layers do ([`PackedLayer::compute`]). The encoder benchmark says how fast
 //! the model is; this one says how close its matrix products come to the hardware.
 //!
 //!     cargo bench --bench dense [-- --seconds 1 --int8 --cold]
@@ -25,12 +27,13 @@ use std::time::Instant;
 use candle_serving::models::bert::packed::{F32Weights, Int8Weights, Isa, PackedLayer};
 use common::arg;
 
-/// Rows (tokens), inputs, outputs: MiniLM's QKV, attention output, FFN up and FFN down.
-const LAYERS: [(&str, usize, usize); 4] = [
-    ("qkv", 384, 1152),
-    ("attn out", 384, 384),
-    ("ffn up", 384, 1536),
-    ("ffn down", 1536, 384),
+/// Inputs, outputs and whether the layer adds a residual: MiniLM's QKV, attention output,
+/// FFN up and FFN down.
+const LAYERS: [(&str, usize, usize, bool); 4] = [
+    ("qkv", 384, 1152, false),
+    ("attn out", 384, 384, true),
+    ("ffn up", 384, 1536, false),
+    ("ffn down", 1536, 384, true),
 ];
 const ROWS: [(&str, usize); 3] = [("1 short", 16), ("1 long", 64), ("32 short", 512)];
 /// What the copies of a layer's weights fill with `--cold`: several times the L3 cache a core
@@ -62,7 +65,7 @@ fn main() {
     let pool = rayon::current_num_threads();
     println!("| layer | rows | GFLOP/s 1 thread | GFLOP/s {pool} threads |");
     println!("|---|---|---|---|");
-    for (name, k, n) in LAYERS {
+    for (name, k, n, adds_residual) in LAYERS {
         let w: Vec<f32> = (0..k * n)
             .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
             .collect();
@@ -82,13 +85,17 @@ fn main() {
             let x: Vec<f32> = (0..rows * k)
                 .map(|i| ((i * 104_729) % 1999) as f32 / 999.0 - 1.0)
                 .collect();
-            let mut dst = vec![0f32; rows * n];
+            let bias: Vec<f32> = (0..n).map(|i| (i % 17) as f32 / 17.0).collect();
+            let residual: Option<Vec<f32>> =
+                adds_residual.then(|| (0..rows * n).map(|i| (i % 23) as f32 / 23.0).collect());
+            let mut dst = Vec::with_capacity(rows * n);
             let mut rate = |threads: usize| {
-                let run = |dst: &mut [f32]| {
+                let run = |dst: &mut Vec<f32>| {
                     let i = next.fetch_add(1, Ordering::Relaxed) % layers.len();
+                    let residual = residual.as_deref();
                     match &layers[i] {
-                        Layer::Int8(w) => w.accumulate(&x, dst, threads, false),
-                        Layer::F32(w) => w.accumulate(&x, dst, threads, false),
+                        Layer::Int8(w) => w.compute(&x, &bias, residual, dst, threads, false),
+                        Layer::F32(w) => w.compute(&x, &bias, residual, dst, threads, false),
                     }
                 };
                 let flops = 2.0 * (rows * k * n) as f64;

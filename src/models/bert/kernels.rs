@@ -526,7 +526,7 @@ impl DenseKernel {
         let (k, n) = (self.inputs, self.outputs());
         let rows = x.len() / k;
         let threads = Self::threads();
-        // The packed kernels set each tile to bias plus residual as they reach it.
+        // The packed kernels take each tile's bias and residual as they reach it.
         let mut dst = Vec::new();
         let gelu_done = match &self.weights {
             Weights::Packed(w) => w.compute(x, &self.bias, residual, &mut dst, threads, gelu),

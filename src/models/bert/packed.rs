@@ -155,9 +155,10 @@ pub enum Start<'a> {
     /// The values already in it.
     Dst,
     /// A dense layer's bias, plus `residual` (shaped like the destination) when given. Each
-    /// tile sets its own rows × columns just before its first block of inputs: in parallel,
-    /// and while they are about to be read anyway, instead of in a pass of its own over the
-    /// whole destination beforehand (megabytes for a batch, written then read back).
+    /// tile takes its own rows × columns of them on its first block of inputs, in parallel,
+    /// instead of a pass of its own over the whole destination beforehand (megabytes for a
+    /// batch, written then read back): an f32 tile adds them to its sums as it stores them
+    /// (see [`Base::Bias`]), an int8 tile sets its part of the destination to them first.
     Bias {
         bias: &'a [f32],
         residual: Option<&'a [f32]>,
@@ -171,6 +172,18 @@ impl Start<'_> {
                 bias.len() == outputs && residual.is_none_or(|r| r.len() == rows * outputs),
                 "dense layer: bias or residual shapes"
             );
+        }
+    }
+
+    /// What an f32 tile at rows `rows.start..` and columns `cols` of an output `n` wide adds
+    /// its sums to on its first block of inputs.
+    fn base(&self, n: usize, rows: usize, cols: usize) -> Base {
+        match *self {
+            Start::Dst => Base::Dst,
+            Start::Bias { bias, residual } => Base::Bias {
+                bias: bias[cols..].as_ptr(),
+                residual: residual.map_or(std::ptr::null(), |r| r[rows * n + cols..].as_ptr()),
+            },
         }
     }
 
@@ -241,9 +254,9 @@ pub trait PackedLayer: sealed::Sealed {
     }
 
     /// `dst = bias + residual + x · W` (`residual` shaped like the output, when given), into
-    /// `dst` cleared first; GELU as in [`accumulate`](Self::accumulate). Each tile is set to
-    /// its bias and residual as the kernel reaches it, so the destination is neither zeroed
-    /// nor filled in a pass of its own (see [`Start::Bias`]).
+    /// `dst` cleared first; GELU as in [`accumulate`](Self::accumulate). Each tile takes its
+    /// bias and residual as the kernel reaches it, so the destination is neither zeroed nor
+    /// filled in a pass of its own (see [`Start::Bias`]).
     fn compute(
         &self,
         x: &[f32],
@@ -261,8 +274,9 @@ pub trait PackedLayer: sealed::Sealed {
             ptr: dst.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
         };
         let fused = self.product(x, out, len, Start::Bias { bias, residual }, threads, gelu);
-        // SAFETY: `product` wrote all `len` values: every tile set its rows × columns from the
-        // bias before adding into them, and the tiles cover the whole output.
+        // SAFETY: `product` wrote all `len` values: every tile's first block of inputs wrote
+        // its rows × columns from the bias (f32) or set them to it before adding into them
+        // (int8), and the tiles cover the whole output.
         unsafe { dst.set_len(len) };
         fused
     }
@@ -477,10 +491,13 @@ impl PackedLayer for F32Weights {
             out,
             |r, p, kr, first, out| {
                 assert!(r.end * k <= x.len() && (p.end * k) * PANEL <= self.packed.len());
-                if kr.start == 0 {
-                    // SAFETY: rows r and panels p are inside dst and this task's.
-                    unsafe { start.fill(out, n, r.clone(), p.start * PANEL..p.end * PANEL) };
-                }
+                // The first block of inputs adds its sums to the tile's bias and residual as
+                // it stores them, and the later ones to what the first stored.
+                let base = if kr.start == 0 {
+                    start.base(n, r.start, p.start * PANEL)
+                } else {
+                    Base::Dst
+                };
                 let tile = F32Tile {
                     // SAFETY (all three): inside x, the packed weights (asserted) and dst, whose
                     // rows r and panels p only this task writes.
@@ -493,6 +510,7 @@ impl PackedLayer for F32Weights {
                     panels: p.len(),
                     dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
                     stride: n,
+                    base,
                     gelu: fuse && kr.end == k,
                     prefetch: first,
                 };
@@ -529,11 +547,49 @@ struct F32Tile {
     panels: usize,
     dst: *mut f32,
     stride: usize,
+    /// What the sums are added to as they are stored.
+    base: Base,
     /// Apply GELU as the sums are stored (not portable; on the last block of inputs).
     gelu: bool,
     /// Prefetch the weights of the panels that follow, as the first row tile of a chunk
     /// (the later ones would find those lines in cache already).
     prefetch: bool,
+}
+
+/// What an f32 tile adds its sums to as it stores them into `dst`.
+#[derive(Clone, Copy)]
+enum Base {
+    /// The values in `dst`.
+    Dst,
+    /// The tile's columns of a bias (`bias` at its first column) plus, unless `residual` is
+    /// null, the tile's rows × columns of a residual laid out as `dst` is (`stride` apart).
+    /// `dst` is then written without being read: the tile neither waits for its lines (from
+    /// L3 or memory, for a layer wider than L2 holds) nor needs them set beforehand, as
+    /// [`Start::fill`] does for the int8 tiles. The sum is `(bias + residual) + sums`, the
+    /// same additions in the same order as adding into a destination filled with them first.
+    Bias {
+        bias: *const f32,
+        residual: *const f32,
+    },
+}
+
+impl F32Tile {
+    /// What the sum at row `r`, column `c` of the tile is added to.
+    ///
+    /// # Safety
+    /// `(r, c)` is inside the tile.
+    #[inline(always)]
+    unsafe fn base_at(&self, r: usize, c: usize) -> f32 {
+        let at = r * self.stride + c;
+        // SAFETY: inside the tile (caller), so inside dst, the bias and the residual.
+        unsafe {
+            match self.base {
+                Base::Dst => *self.dst.add(at),
+                Base::Bias { bias, residual } if residual.is_null() => *bias.add(c),
+                Base::Bias { bias, residual } => *bias.add(c) + *residual.add(at),
+            }
+        }
+    }
 }
 
 fn f32_portable(t: &F32Tile) {
@@ -548,7 +604,9 @@ fn f32_portable(t: &F32Tile) {
                 }
             }
             for (c, s) in sums.iter().enumerate() {
-                unsafe { *t.dst.add(r * t.stride + p * PANEL + c) += s };
+                let c = p * PANEL + c;
+                // SAFETY: inside the tile.
+                unsafe { *t.dst.add(r * t.stride + c) = t.base_at(r, c) + s };
             }
         }
     }
@@ -844,7 +902,7 @@ mod x86 {
     //! The vector kernels. Each dispatches on the tile's size to a version with its row and
     //! panel counts fixed at compile time, so the accumulators live in registers.
 
-    use super::{F32Tile, Int8Tile, PANEL};
+    use super::{Base, F32Tile, Int8Tile, PANEL};
     use std::arch::x86_64::*;
 
     /// Calls `$kernel::<PRE.., R, P>($args)` for the run-time `rows` (1..=6) and `panels`
@@ -979,8 +1037,19 @@ mod x86 {
         for (r, acc) in acc.iter().enumerate() {
             for (p, &v) in acc.iter().enumerate() {
                 unsafe {
-                    let d = t.dst.add(r * t.stride + p * PANEL);
-                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), v));
+                    let at = r * t.stride + p * PANEL;
+                    let base = match t.base {
+                        Base::Dst => _mm512_loadu_ps(t.dst.add(at)),
+                        Base::Bias { bias, residual } => {
+                            let b = _mm512_loadu_ps(bias.add(p * PANEL));
+                            if residual.is_null() {
+                                b
+                            } else {
+                                _mm512_add_ps(b, _mm512_loadu_ps(residual.add(at)))
+                            }
+                        }
+                    };
+                    _mm512_storeu_ps(t.dst.add(at), _mm512_add_ps(base, v));
                 }
             }
         }
@@ -1096,8 +1165,20 @@ mod x86 {
         for (r, acc) in acc.iter().enumerate() {
             for (half, &v) in acc.iter().enumerate() {
                 unsafe {
-                    let d = t.dst.add(r * t.stride + p * PANEL + half * 8);
-                    _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), v));
+                    let col = p * PANEL + half * 8;
+                    let at = r * t.stride + col;
+                    let base = match t.base {
+                        Base::Dst => _mm256_loadu_ps(t.dst.add(at)),
+                        Base::Bias { bias, residual } => {
+                            let b = _mm256_loadu_ps(bias.add(col));
+                            if residual.is_null() {
+                                b
+                            } else {
+                                _mm256_add_ps(b, _mm256_loadu_ps(residual.add(at)))
+                            }
+                        }
+                    };
+                    _mm256_storeu_ps(t.dst.add(at), _mm256_add_ps(base, v));
                 }
             }
         }
