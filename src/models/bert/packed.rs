@@ -155,10 +155,9 @@ pub enum Start<'a> {
     /// The values already in it.
     Dst,
     /// A dense layer's bias, plus `residual` (shaped like the destination) when given. Each
-    /// tile takes its own rows × columns of them on its first block of inputs, in parallel,
-    /// instead of a pass of its own over the whole destination beforehand (megabytes for a
-    /// batch, written then read back): an f32 tile adds them to its sums as it stores them
-    /// (see [`Base::Bias`]), an int8 tile sets its part of the destination to them first.
+    /// tile adds its own rows × columns of them to its sums as it stores them after its first
+    /// block of inputs (see [`Base::Bias`]), in parallel, instead of a pass of its own over
+    /// the whole destination beforehand (megabytes for a batch, written then read back).
     Bias {
         bias: &'a [f32],
         residual: Option<&'a [f32]>,
@@ -175,8 +174,8 @@ impl Start<'_> {
         }
     }
 
-    /// What an f32 tile at rows `rows.start..` and columns `cols` of an output `n` wide adds
-    /// its sums to on its first block of inputs.
+    /// What a tile at rows `rows..` and columns `cols..` of an output `n` wide adds its sums
+    /// to on its first block of inputs.
     fn base(&self, n: usize, rows: usize, cols: usize) -> Base {
         match *self {
             Start::Dst => Base::Dst,
@@ -184,32 +183,6 @@ impl Start<'_> {
                 bias: bias[cols..].as_ptr(),
                 residual: residual.map_or(std::ptr::null(), |r| r[rows * n + cols..].as_ptr()),
             },
-        }
-    }
-
-    /// Sets rows `rows` × columns `cols` of `out` (`n` wide) to their start.
-    ///
-    /// # Safety
-    /// Those rows × columns are inside `out` and only the calling task writes them.
-    unsafe fn fill(&self, out: Out, n: usize, rows: Range<usize>, cols: Range<usize>) {
-        let Start::Bias { bias, residual } = *self else {
-            return;
-        };
-        for r in rows {
-            // SAFETY: row r's columns `cols` are inside `out` and this task's (caller).
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(out.ptr.add(r * n + cols.start), cols.len())
-            };
-            let bias = &bias[cols.clone()];
-            match residual {
-                Some(res) => {
-                    let res = &res[r * n + cols.start..r * n + cols.end];
-                    for ((d, &b), &x) in dst.iter_mut().zip(bias).zip(res) {
-                        *d = b + x;
-                    }
-                }
-                None => dst.copy_from_slice(bias),
-            }
         }
     }
 }
@@ -276,8 +249,8 @@ pub trait PackedLayer: sealed::Sealed {
         };
         let fused = self.product(x, out, len, Start::Bias { bias, residual }, threads, gelu);
         // SAFETY: `product` wrote all `len` values: every tile's first block of inputs wrote
-        // its rows × columns from the bias (f32) or set them to it before adding into them
-        // (int8), and the tiles cover the whole output.
+        // its rows × columns (the bias plus its sums, without reading them), and the tiles
+        // cover the whole output.
         unsafe { dst.set_len(len) };
         fused
     }
@@ -557,7 +530,7 @@ struct F32Tile {
     prefetch: bool,
 }
 
-/// What an f32 tile adds its sums to as it stores them into `dst`.
+/// What a tile adds its sums to as it stores them into `dst`.
 #[derive(Clone, Copy)]
 enum Base {
     /// The values in `dst`.
@@ -565,29 +538,28 @@ enum Base {
     /// The tile's columns of a bias (`bias` at its first column) plus, unless `residual` is
     /// null, the tile's rows × columns of a residual laid out as `dst` is (`stride` apart).
     /// `dst` is then written without being read: the tile neither waits for its lines (from
-    /// L3 or memory, for a layer wider than L2 holds) nor needs them set beforehand, as
-    /// [`Start::fill`] does for the int8 tiles. The sum is `(bias + residual) + sums`, the
-    /// same additions in the same order as adding into a destination filled with them first.
+    /// L3 or memory, for a layer wider than L2 holds) nor needs them set beforehand. The sum
+    /// is `(bias + residual) + sums`, the same additions in the same order as adding into a
+    /// destination filled with them first.
     Bias {
         bias: *const f32,
         residual: *const f32,
     },
 }
 
-impl F32Tile {
-    /// What the sum at row `r`, column `c` of the tile is added to.
+impl Base {
+    /// What the sum at `dst + at`, the tile's column `col`, is added to.
     ///
     /// # Safety
-    /// `(r, c)` is inside the tile.
+    /// `at` and `col` are inside the tile whose `dst` and base these are.
     #[inline(always)]
-    unsafe fn base_at(&self, r: usize, c: usize) -> f32 {
-        let at = r * self.stride + c;
+    unsafe fn at(self, dst: *const f32, at: usize, col: usize) -> f32 {
         // SAFETY: inside the tile (caller), so inside dst, the bias and the residual.
         unsafe {
-            match self.base {
-                Base::Dst => *self.dst.add(at),
-                Base::Bias { bias, residual } if residual.is_null() => *bias.add(c),
-                Base::Bias { bias, residual } => *bias.add(c) + *residual.add(at),
+            match self {
+                Base::Dst => *dst.add(at),
+                Base::Bias { bias, residual } if residual.is_null() => *bias.add(col),
+                Base::Bias { bias, residual } => *bias.add(col) + *residual.add(at),
             }
         }
     }
@@ -607,7 +579,8 @@ fn f32_portable(t: &F32Tile) {
             for (c, s) in sums.iter().enumerate() {
                 let c = p * PANEL + c;
                 // SAFETY: inside the tile.
-                unsafe { *t.dst.add(r * t.stride + c) = t.base_at(r, c) + s };
+                let at = r * t.stride + c;
+                unsafe { *t.dst.add(at) = t.base.at(t.dst, at, c) + s };
             }
         }
     }
@@ -759,9 +732,6 @@ impl PackedLayer for Int8Weights {
             out,
             |r, p, _, _, out| {
                 assert!(r.end * k <= a.len() && p.end * k * PANEL <= self.packed.len());
-                // SAFETY: rows r and panels p are inside dst and this task's; one block of
-                // inputs (all of them), so this is the tile's first.
-                unsafe { start.fill(out, n, r.clone(), p.start * PANEL..p.end * PANEL) };
                 let tile = Int8Tile {
                     // SAFETY (pointers): inside `a`, the packed weights (asserted above) and
                     // `dst`, whose rows r and panels p only this task writes.
@@ -779,6 +749,8 @@ impl PackedLayer for Int8Weights {
                     outputs: n,
                     dst: unsafe { out.ptr.add(r.start * n + p.start * PANEL) },
                     stride: n,
+                    // One block of inputs (all of them), so every tile starts from `start`.
+                    base: start.base(n, r.start, p.start * PANEL),
                     gelu: fuse,
                 };
                 match isa {
@@ -815,6 +787,8 @@ struct Int8Tile<'a> {
     outputs: usize,
     dst: *mut f32,
     stride: usize,
+    /// What the sums are added to as they are stored.
+    base: Base,
     /// Apply GELU as the sums are stored (AVX-512 only).
     gelu: bool,
 }
@@ -854,7 +828,9 @@ fn int8_portable(t: &Int8Tile) {
                 }
             }
             for (c, &v) in total.iter().enumerate() {
-                unsafe { *t.dst.add(r * t.stride + p * PANEL + c) += v };
+                let (at, c) = (r * t.stride + p * PANEL + c, p * PANEL + c);
+                // SAFETY: inside the tile.
+                unsafe { *t.dst.add(at) = t.base.at(t.dst, at, c) + v };
             }
         }
     }
@@ -941,6 +917,50 @@ mod x86 {
         ($kernel:ident, $rows:expr, $panels:expr, ($($arg:expr),*)) => {
             dispatch!($kernel, [], $rows, $panels, ($($arg),*))
         };
+    }
+
+    /// The 16 values that the sums at `dst + at`, the tile's column `col`, are added to.
+    ///
+    /// # Safety
+    /// As [`Base::at`], for 16 values.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn base_x16(base: Base, dst: *const f32, at: usize, col: usize) -> __m512 {
+        // SAFETY: inside the tile (caller).
+        unsafe {
+            match base {
+                Base::Dst => _mm512_loadu_ps(dst.add(at)),
+                Base::Bias { bias, residual } if residual.is_null() => {
+                    _mm512_loadu_ps(bias.add(col))
+                }
+                Base::Bias { bias, residual } => _mm512_add_ps(
+                    _mm512_loadu_ps(bias.add(col)),
+                    _mm512_loadu_ps(residual.add(at)),
+                ),
+            }
+        }
+    }
+
+    /// [`base_x16`] for 8 values.
+    ///
+    /// # Safety
+    /// As [`Base::at`], for 8 values.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn base_x8(base: Base, dst: *const f32, at: usize, col: usize) -> __m256 {
+        // SAFETY: inside the tile (caller).
+        unsafe {
+            match base {
+                Base::Dst => _mm256_loadu_ps(dst.add(at)),
+                Base::Bias { bias, residual } if residual.is_null() => {
+                    _mm256_loadu_ps(bias.add(col))
+                }
+                Base::Bias { bias, residual } => _mm256_add_ps(
+                    _mm256_loadu_ps(bias.add(col)),
+                    _mm256_loadu_ps(residual.add(at)),
+                ),
+            }
+        }
     }
 
     /// Exact (erf) GELU of 16 values, as `kernels::gelu_in_place` computes it: erf by
@@ -1039,17 +1059,7 @@ mod x86 {
             for (p, &v) in acc.iter().enumerate() {
                 unsafe {
                     let at = r * t.stride + p * PANEL;
-                    let base = match t.base {
-                        Base::Dst => _mm512_loadu_ps(t.dst.add(at)),
-                        Base::Bias { bias, residual } => {
-                            let b = _mm512_loadu_ps(bias.add(p * PANEL));
-                            if residual.is_null() {
-                                b
-                            } else {
-                                _mm512_add_ps(b, _mm512_loadu_ps(residual.add(at)))
-                            }
-                        }
-                    };
+                    let base = base_x16(t.base, t.dst, at, p * PANEL);
                     _mm512_storeu_ps(t.dst.add(at), _mm512_add_ps(base, v));
                 }
             }
@@ -1154,18 +1164,7 @@ mod x86 {
                 unsafe {
                     let col = p * PANEL + half * 8;
                     let at = r * t.stride + col;
-                    let base = match t.base {
-                        Base::Dst => _mm256_loadu_ps(t.dst.add(at)),
-                        Base::Bias { bias, residual } => {
-                            let b = _mm256_loadu_ps(bias.add(col));
-                            if residual.is_null() {
-                                b
-                            } else {
-                                _mm256_add_ps(b, _mm256_loadu_ps(residual.add(at)))
-                            }
-                        }
-                    };
-                    let v = _mm256_add_ps(base, v);
+                    let v = _mm256_add_ps(base_x8(t.base, t.dst, at, col), v);
                     // With G, GELU on the sums in registers before they are stored: a pass
                     // over the stored tile (as the AVX-512 kernel makes) cost the AVX2 kernel
                     // about 4% of the encoder's time at a batch of long sentences, and its
@@ -1224,8 +1223,9 @@ mod x86 {
         for (r, total) in total.iter().enumerate() {
             for (p, &v) in total.iter().enumerate() {
                 unsafe {
-                    let d = t.dst.add(r * t.stride + p * PANEL);
-                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), v));
+                    let at = r * t.stride + p * PANEL;
+                    let base = base_x16(t.base, t.dst, at, p * PANEL);
+                    _mm512_storeu_ps(t.dst.add(at), _mm512_add_ps(base, v));
                 }
             }
         }
@@ -1338,8 +1338,10 @@ mod x86 {
                 for (r, total) in total.iter().enumerate() {
                     for (half, &v) in total.iter().enumerate() {
                         unsafe {
-                            let d = t.dst.add(r * t.stride + p * PANEL + half * 8);
-                            _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), v));
+                            let col = p * PANEL + half * 8;
+                            let at = r * t.stride + col;
+                            let base = base_x8(t.base, t.dst, at, col);
+                            _mm256_storeu_ps(t.dst.add(at), _mm256_add_ps(base, v));
                         }
                     }
                 }
