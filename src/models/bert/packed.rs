@@ -919,49 +919,30 @@ mod x86 {
         };
     }
 
-    /// The 16 values that the sums at `dst + at`, the tile's column `col`, are added to.
-    ///
-    /// # Safety
-    /// As [`Base::at`], for 16 values.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn base_x16(base: Base, dst: *const f32, at: usize, col: usize) -> __m512 {
-        // SAFETY: inside the tile (caller).
-        unsafe {
-            match base {
-                Base::Dst => _mm512_loadu_ps(dst.add(at)),
-                Base::Bias { bias, residual } if residual.is_null() => {
-                    _mm512_loadu_ps(bias.add(col))
+    /// Defines `$name`, the vector of values that a tile's sums at `dst + at`, its column
+    /// `col`, are added to: [`Base::at`] a vector at a time.
+    macro_rules! base_vector {
+        ($name:ident, $feature:literal, $vector:ty, $load:ident, $add:ident) => {
+            /// # Safety
+            /// As [`Base::at`], for every value of the vector.
+            #[inline]
+            #[target_feature(enable = $feature)]
+            unsafe fn $name(base: Base, dst: *const f32, at: usize, col: usize) -> $vector {
+                // SAFETY: inside the tile (caller).
+                unsafe {
+                    match base {
+                        Base::Dst => $load(dst.add(at)),
+                        Base::Bias { bias, residual } if residual.is_null() => $load(bias.add(col)),
+                        Base::Bias { bias, residual } => {
+                            $add($load(bias.add(col)), $load(residual.add(at)))
+                        }
+                    }
                 }
-                Base::Bias { bias, residual } => _mm512_add_ps(
-                    _mm512_loadu_ps(bias.add(col)),
-                    _mm512_loadu_ps(residual.add(at)),
-                ),
             }
-        }
+        };
     }
-
-    /// [`base_x16`] for 8 values.
-    ///
-    /// # Safety
-    /// As [`Base::at`], for 8 values.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn base_x8(base: Base, dst: *const f32, at: usize, col: usize) -> __m256 {
-        // SAFETY: inside the tile (caller).
-        unsafe {
-            match base {
-                Base::Dst => _mm256_loadu_ps(dst.add(at)),
-                Base::Bias { bias, residual } if residual.is_null() => {
-                    _mm256_loadu_ps(bias.add(col))
-                }
-                Base::Bias { bias, residual } => _mm256_add_ps(
-                    _mm256_loadu_ps(bias.add(col)),
-                    _mm256_loadu_ps(residual.add(at)),
-                ),
-            }
-        }
-    }
+    base_vector!(base_x16, "avx512f", __m512, _mm512_loadu_ps, _mm512_add_ps);
+    base_vector!(base_x8, "avx2", __m256, _mm256_loadu_ps, _mm256_add_ps);
 
     /// Exact (erf) GELU of 16 values, as `kernels::gelu_in_place` computes it: erf by
     /// Abramowitz and Stegun 7.1.26, with the division done by `rcp14` and one Newton step
