@@ -22,10 +22,12 @@ import json
 import math
 import os
 import platform
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -211,7 +213,8 @@ def _busy_jiffies():
 
 
 def _own_jiffies(pgid):
-    """CPU time of this process (all threads) plus, if given, every process of group pgid."""
+    """CPU time of this process (all threads, and its children that ended: a --beside cell)
+    plus, if given, every process of group pgid."""
     total = 0
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -221,7 +224,9 @@ def _own_jiffies(pgid):
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        if int(name) == os.getpid() or (pgid is not None and int(fields[2]) == pgid):
+        if int(name) == os.getpid():
+            total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+        elif pgid is not None and int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])  # utime + stime
     return total
 
@@ -337,25 +342,83 @@ def reference_check(runtimes):
     return out
 
 
+def beside_cell(cmd, name, size, seconds, threads):
+    """One cell of a program measured beside the peers (--beside): it is run as
+    `CMD --file NAME --batch SIZE --seconds S --json PATH` with RAYON_NUM_THREADS=threads and
+    writes a JSON list whose first entry has sentences_per_s. Its other output lines that are
+    not table rows (an accuracy line, say) are returned to be shown once."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cell.json"
+        argv = shlex.split(cmd) + ["--file", name, "--batch", str(size),
+                                   "--seconds", str(seconds), "--json", str(out)]
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
+        if run.returncode != 0:
+            sys.exit(f"--beside {cmd!r} failed ({run.returncode}):\n{run.stderr[-2000:]}")
+        notes = [line for line in run.stdout.splitlines() if line and not line.startswith("|")]
+        return json.loads(out.read_text())[0]["sentences_per_s"], notes
+
+
+def median_of_rounds(results):
+    """One result per (runtime, file, batch): the median rate of its rounds, which are kept."""
+    cells = {}
+    for r in results:
+        cells.setdefault((r["runtime"], r["file"], r["batch"]), []).append(r)
+    merged = []
+    for rounds in cells.values():
+        rates = sorted(r["sentences_per_s"] for r in rounds)
+        mid = len(rates) // 2
+        median = rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
+        merged.append(dict(rounds[0], sentences_per_s=round(median, 1),
+                           rounds=[r["sentences_per_s"] for r in rounds],
+                           other_cpu=max(r["other_cpu"] for r in rounds)))
+    return merged
+
+
 def run_inprocess(args, data):
-    results = []
+    """Every cell, round after round: within a round each (file, batch) is measured on every
+    runtime one after the other (the order reversed every other round), so that a change of
+    the host's speed (a shared or throttled CPU) falls on all of them alike; the figure of a
+    cell is the median of its rounds."""
     runtimes = []
     for cls in (TorchRuntime, OrtRuntime):
         log(f"loading {cls.name} ({args.threads} threads)...")
-        rt = cls(args.threads)
-        runtimes.append(rt)
+        runtimes.append(cls(args.threads))
+    beside = [spec.split("=", 1) for spec in args.beside]
+    results, shown = [], set()
+    for round_ in range(args.rounds):
+        if args.rounds > 1:
+            log(f"round {round_ + 1} of {args.rounds}")
         for name in FILES:
             for size in args.batches:
                 batches = batches_in_order(data[name], size)
-                sps, other = measured_cell(
-                    args, lambda: measure(rt.embed, batches, args.seconds, args.warmup))
-                log(f"  {rt.name:12} {name:5} bs{size:<3} {sps:8.1f} sentences/s"
-                    f"  (other programs: {other:.0%} CPU)")
-                results.append({
-                    "runtime": rt.name, "threads": rt.threads, "file": name, "batch": size,
-                    "seconds": args.seconds, "sentences_per_s": round(sps, 1),
-                    "other_cpu": round(other, 3),
-                })
+                order = [("peer", rt) for rt in runtimes] + [("beside", b) for b in beside]
+                if round_ % 2:
+                    order.reverse()
+                for kind, who in order:
+                    if kind == "peer":
+                        rt = who
+                        label, threads = rt.name, rt.threads
+                        sps, other = measured_cell(
+                            args, lambda: measure(rt.embed, batches, args.seconds, args.warmup))
+                    else:
+                        label, cmd = who
+                        threads = args.threads
+                        (sps, notes), other = measured_cell(
+                            args, lambda: beside_cell(cmd, name, size, args.seconds, threads))
+                        for note in notes:
+                            if (label, note) not in shown:
+                                shown.add((label, note))
+                                log(f"  {label}: {note}")
+                    log(f"  {label:20} {name:5} bs{size:<3} {sps:8.1f} sentences/s"
+                        f"  (other programs: {other:.0%} CPU)")
+                    results.append({
+                        "runtime": label, "threads": threads, "file": name, "batch": size,
+                        "seconds": args.seconds, "sentences_per_s": round(sps, 1),
+                        "other_cpu": round(other, 3),
+                    })
+    if args.rounds > 1:
+        results = median_of_rounds(results)
     check = agreement(*runtimes, data)
     check["onnx_file"] = str(runtimes[1].path.relative_to(REPO))
     log(f"  torch vs onnxruntime: min cosine {check['min_cosine']:.6f}, "
@@ -626,6 +689,12 @@ def main():
                    help="before each cell, wait up to this long for other programs to leave the CPUs, "
                         "and measure a cell they disturbed again (default 0: off)")
     p.add_argument("--data", default=str(DATA_DIR), help="folder with short.txt and long.txt")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="in process: measure every cell this many times, round after round, and "
+                        "report each cell's median (default 1)")
+    p.add_argument("--beside", action="append", default=[], metavar="NAME=COMMAND",
+                   help="in process: also measure COMMAND in the same rounds, cell by cell next to "
+                        "the peers, as runtime NAME (see beside_cell); repeatable")
     args = p.parse_args()
 
     # SIGTERM unwinds like Ctrl-C, so gunicorn is stopped on the way out.

@@ -17,6 +17,9 @@ def main():
             rate[(r["runtime"], r["file"], r["batch"])] = r["sentences_per_s"]
 
     print("In process, MiniLM, sentences/s (tokenise, encode, pool, normalise), 2 threads each")
+    rounds = max((len(r.get("rounds", [])) for r in inprocess), default=0)
+    if rounds > 1:
+        print(f"(each figure the median of {rounds} rounds, the runtimes taking turns cell by cell)")
     print()
     print("| file | batch | candle-serving fp32 | int8 | onnxruntime fp32 | PyTorch "
           "| fp32 vs onnxruntime | int8 vs onnxruntime | int8 vs fp32 | fp32 vs PyTorch |")

@@ -39,21 +39,26 @@ fi
 # Whether the kernels can see a flag (under the x86-64-v3 view, only AVX2 and FMA).
 has_flag() { [[ " $flags " == *" $1 "* ]]; }
 echo "== host: $(nproc) cores, $cpu; flags: $flags$view"
-cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --json "$out/candle_fp32.json"
-cargo bench --locked --all-features --bench encoder -- --seconds "$seconds" --int8 --json "$out/candle_int8.json"
+# In process, candle-serving and its peers (PyTorch and onnxruntime, 2 threads each) take turns
+# cell by cell, SPEED_ROUNDS rounds (default 3), and each cell's figure is the median of its
+# rounds: on a shared or throttled host the speed drifts by a third within minutes, which one
+# program's cells measured minutes before another's would turn into a false ratio.
+encoder=$(cargo bench --locked --all-features --bench encoder --no-run --message-format=json \
+  | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin)
+      if m.get("executable") and m["target"]["name"] == "encoder"))')
+beside=(--beside "candle-serving=$encoder" --beside "candle-serving-int8=$encoder --int8")
 # The AVX2 dense-layer kernels (AVX2+FMA for fp32, AVX-VNNI for int8) measured on this host
 # too when it has AVX-512: the run-time choice capped, GELU and softmax unchanged.
 if has_flag avx512f; then
-  CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench encoder -- \
-    --seconds "$seconds" --runtime candle-serving-avx2 --json "$out/candle_avx2.json"
+  beside+=(--beside "candle-serving-avx2=env CANDLE_SERVING_KERNELS=avx2 $encoder")
   if has_flag avx_vnni; then
-    CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench encoder -- \
-      --seconds "$seconds" --int8 --runtime candle-serving-int8-avx2 --json "$out/candle_int8_avx2.json"
+    beside+=(--beside "candle-serving-int8-avx2=env CANDLE_SERVING_KERNELS=avx2 $encoder --int8")
   fi
 fi
-python3 -c 'import json,sys; print(json.dumps(sum((json.load(open(p)) for p in sys.argv[1:]), [])))' \
-  "$out"/candle_fp32.json "$out"/candle_int8.json $(ls "$out"/candle_*avx2.json 2>/dev/null) \
-  > "$out/candle_inprocess.json"
+./scripts/bench_peers.sh --only inprocess --seconds "$seconds" --rounds "${SPEED_ROUNDS:-3}" \
+  "${beside[@]}" --json "$out/inprocess.json"
+python3 -c 'import json,sys; print(json.dumps([r for r in json.load(open(sys.argv[1]))["results"]
+    if r["runtime"].startswith("candle-serving")]))' "$out/inprocess.json" > "$out/candle_inprocess.json"
 cargo bench --locked --all-features --bench load -- --seconds "$seconds" --json "$out/candle_load_fp32.json"
 cargo bench --locked --all-features --bench load -- --seconds "$seconds" --int8 --batching on \
   --concurrency 1,32 --json "$out/candle_load_int8.json"
@@ -72,7 +77,10 @@ if has_flag avx512f; then
   CANDLE_SERVING_KERNELS=avx2 cargo bench --locked --all-features --bench ner
 fi
 cargo bench --locked --all-features --bench relevance
-./scripts/bench_peers.sh --seconds "$seconds" --json "$out/peers.json"
+./scripts/bench_peers.sh --only server --seconds "$seconds" --json "$out/server.json"
+python3 -c 'import json,sys; a, b = (json.load(open(p)) for p in sys.argv[1:3])
+a["results"] = [r for r in a["results"] if not r["runtime"].startswith("candle-serving")] + b["results"]
+print(json.dumps(a, indent=2))' "$out/inprocess.json" "$out/server.json" > "$out/peers.json"
 echo
 echo "== $(date -u +%Y-%m-%d), $(nproc) cores, $cpu; flags: $flags$view"
 python3 benches/speed_table.py "$out/candle_inprocess.json" "$out/candle_load.json" "$out/peers.json"
