@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The speed benchmark of the README, in one run on one machine: candle-serving's MiniLM in
-# process, fp32 and int8 (benches/encoder.rs), under gRPC/REST load with and without batching
-# (benches/load.rs), the dense kernels alone (benches/dense.rs), the tagger and the relevance
-# classifier (benches/ner.rs, relevance.rs),
-# then the peers on the same sentences (scripts/bench_peers.sh: PyTorch and onnxruntime with
-# 2 threads, Flask+gunicorn+PyTorch), then the tables with ratios, under the CPU's flags.
+# process, fp32 and int8 (benches/encoder.rs), in turns with its peers on the same sentences
+# (scripts/bench_peers.sh: PyTorch and onnxruntime with 2 threads), then under gRPC/REST load
+# with and without batching (benches/load.rs), the dense kernels alone (benches/dense.rs), the
+# tagger and the relevance classifier (benches/ner.rs, relevance.rs), the peers'
+# Flask+gunicorn+PyTorch server, then the tables with ratios, under the CPU's flags.
 # Results: .cache/speed/*.json. Run it on an otherwise idle machine.
 #   scripts/bench_speed.sh [SECONDS_PER_CELL]
 # With SPEED_AS_X86_64_V3=1 on a host with AVX-512, every process of the run (candle-serving,
@@ -46,6 +46,7 @@ echo "== host: $(nproc) cores, $cpu; flags: $flags$view"
 encoder=$(cargo bench --locked --all-features --bench encoder --no-run --message-format=json \
   | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin)
       if m.get("executable") and m["target"]["name"] == "encoder"))')
+encoder=$(printf %q "$encoder")  # peers.py splits each command as a shell would
 beside=(--beside "candle-serving=$encoder" --beside "candle-serving-int8=$encoder --int8")
 # The AVX2 dense-layer kernels (AVX2+FMA for fp32, AVX-VNNI for int8) measured on this host
 # too when it has AVX-512: the run-time choice capped, GELU and softmax unchanged.
