@@ -25,6 +25,7 @@ import platform
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -366,9 +367,7 @@ def median_of_rounds(results):
         cells.setdefault((r["runtime"], r["file"], r["batch"]), []).append(r)
     merged = []
     for rounds in cells.values():
-        rates = sorted(r["sentences_per_s"] for r in rounds)
-        mid = len(rates) // 2
-        median = rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
+        median = statistics.median(r["sentences_per_s"] for r in rounds)
         merged.append(dict(rounds[0], sentences_per_s=round(median, 1),
                            rounds=[r["sentences_per_s"] for r in rounds],
                            other_cpu=max(r["other_cpu"] for r in rounds)))
