@@ -70,11 +70,9 @@ fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
                 *m = if x > *m { x } else { *m };
             }
         }
-        let max = lanes
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
-            * scale;
-        // The padding gives e^-87 or so, far below a sum of at least 1, and is not kept.
+        let max = fold_lanes(lanes, |a, b| if a > b { a } else { b }) * scale;
+        // The padding's lanes (-inf, clamped to -87 by `exp`) are computed with the rest of
+        // the tail and zeroed before they are summed.
         let mut sums = [0f32; LANES];
         let mut exp_block = |from: &[f32; LANES], to: &mut [f32; LANES]| {
             for ((t, &x), acc) in to.iter_mut().zip(from).zip(&mut sums) {
@@ -93,14 +91,18 @@ fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
             );
         }
         let rest = len - full;
-        let mut padding = 0.0;
         if rest > 0 {
+            // Zeroed rather than summed and taken off afterwards, which was a scalar loop of
+            // up to 15 dependent additions.
             let mut tail_out = [0f32; LANES];
-            exp_block(&tail, &mut tail_out);
+            for (i, ((t, &x), acc)) in tail_out.iter_mut().zip(&tail).zip(&mut sums).enumerate() {
+                let e = exp(x * scale - max);
+                *t = if i < rest { e } else { 0.0 };
+                *acc += *t;
+            }
             d[full..].copy_from_slice(&tail_out[..rest]);
-            padding = tail_out[rest..].iter().sum();
         }
-        let inv = 1.0 / (sums.iter().sum::<f32>() - padding);
+        let inv = 1.0 / fold_lanes(sums, |a, b| a + b);
         for d in d.iter_mut() {
             *d *= inv;
         }
@@ -118,8 +120,29 @@ fn lane_sum(values: &[f32], mut term: impl FnMut(f32) -> f32) -> f32 {
             *acc += term(x);
         }
     }
-    let rest: f32 = blocks.remainder().iter().map(|&x| term(x)).sum();
-    sums.iter().sum::<f32>() + rest
+    for (acc, &x) in sums.iter_mut().zip(blocks.remainder()) {
+        *acc += term(x);
+    }
+    fold_lanes(sums, |a, b| a + b)
+}
+
+/// Folds the 16 lanes of a reduction kept in lanes (see [`softmax_rows`]) into one value by
+/// halves, 8 pairs, then 4, 2 and 1, which LLVM turns into a few shuffles. A fold from left
+/// to right is 16 dependent scalar steps, about as long as the vector work around it on the
+/// softmax's rows of a few dozen scores and on a block of 32 inputs to quantise. (The
+/// softmax's AVX-512 version went from 40 scalar maxima and sums to 16.)
+#[inline(always)]
+pub(super) fn fold_lanes(mut lanes: [f32; 16], op: impl Fn(f32, f32) -> f32) -> f32 {
+    for i in 0..8 {
+        lanes[i] = op(lanes[i], lanes[i + 8]);
+    }
+    for i in 0..4 {
+        lanes[i] = op(lanes[i], lanes[i + 4]);
+    }
+    for i in 0..2 {
+        lanes[i] = op(lanes[i], lanes[i + 2]);
+    }
+    op(lanes[0], lanes[1])
 }
 
 /// Layer normalisation of each row of `src` (as long as `weight`): the mean and the

@@ -709,6 +709,13 @@ impl PackedLayer for Int8Weights {
         let mut a = vec![0u8; rows * k];
         let mut row_scales = vec![0f32; rows * blocks.len()];
         let tasks = tasks(threads, rows, k, n);
+        let (isa, vnni) = (self.isa, self.vnni);
+        let quantize = |x: &[f32], a: &mut [u8], scales: &mut [f32]| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Isa::Avx512 is only ever chosen on a CPU with AVX-512 F and BW.
+            Isa::Avx512 => unsafe { x86::quantize_rows_avx512(x, k, a, scales) },
+            _ => quantize_rows(x, k, a, scales),
+        };
         if tasks > 1 {
             // Shared out too: left to the calling thread, the other one waited through it
             // (a batch of 32 sentences is 800,000 values to quantise for the FFN's second layer).
@@ -716,11 +723,10 @@ impl PackedLayer for Int8Weights {
             x.par_chunks(per * k)
                 .zip(a.par_chunks_mut(per * k))
                 .zip(row_scales.par_chunks_mut(per * blocks.len()))
-                .for_each(|((x, a), scales)| quantize_rows(x, k, a, scales));
+                .for_each(|((x, a), scales)| quantize(x, a, scales));
         } else {
-            quantize_rows(x, k, &mut a, &mut row_scales);
+            quantize(x, &mut a, &mut row_scales);
         }
-        let (isa, vnni) = (self.isa, self.vnni);
         let fuse = gelu && isa == Isa::Avx512;
         tiles(
             rows,
@@ -856,12 +862,10 @@ fn quantize_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
                 *m = if v > *m { v } else { *m };
             }
         }
-        let max = chunks
-            .remainder()
-            .iter()
-            .map(|v| v.abs())
-            .chain(lanes)
-            .fold(0f32, |m, v| if v > m { v } else { m });
+        let max = chunks.remainder().iter().map(|v| v.abs()).fold(
+            super::kernels::fold_lanes(lanes, |a, b| if a > b { a } else { b }),
+            |m, v| if v > m { v } else { m },
+        );
         *s = if max > 0.0 { max / 127.0 } else { 1.0 };
         let inv = 127.0 / if max > 0.0 { max } else { 127.0 };
         for (q, &v) in q.iter_mut().zip(block) {
@@ -879,8 +883,72 @@ mod x86 {
     //! The vector kernels. Each dispatches on the tile's size to a version with its row and
     //! panel counts fixed at compile time, so the accumulators live in registers.
 
-    use super::{Base, F32Tile, Int8Tile, PANEL};
+    use super::{Base, F32Tile, Int8Tile, INT8_BLOCK, PANEL};
     use std::arch::x86_64::*;
+
+    /// [`super::quantize_rows`] with AVX-512, to the same bytes and scales: a block of 32
+    /// inputs is two vectors, their largest magnitude is found by four halving steps across
+    /// the lanes, and the 32 bytes are stored by two `vpmovdb`. The portable version, as LLVM
+    /// vectorised it, folded the lanes in 16 dependent scalar steps per block and branched
+    /// around partial blocks. At long batch 32 (int8) the quantising fell from 7.2% to 5.7%
+    /// of the encoder's samples, from 0.16 to 0.12 of the int8 tiles'; what is left waits for
+    /// its input, the FFN's 12 MB first output, from L3.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW; `x` and `out` are whole rows of `k`, and `scales` holds
+    /// a value per block of [`INT8_BLOCK`] inputs of each row.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_rows_avx512(
+        x: &[f32],
+        k: usize,
+        out: &mut [u8],
+        scales: &mut [f32],
+    ) {
+        const _: () = assert!(INT8_BLOCK == 32, "a block is two zmm vectors");
+        let per_row = k.div_ceil(INT8_BLOCK);
+        assert!(
+            x.len().is_multiple_of(k)
+                && out.len() == x.len()
+                && scales.len() == x.len() / k * per_row,
+            "quantize_rows: shapes"
+        );
+        let low = _mm512_set1_ps(-127.0);
+        let high = _mm512_set1_ps(127.0);
+        let shift = _mm512_set1_ps(128.0 + 8_388_608.0);
+        let lanes = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
+        let mut s = scales.iter_mut();
+        for (row, q) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+            for start in (0..k).step_by(INT8_BLOCK) {
+                let len = (k - start).min(INT8_BLOCK);
+                let (m0, m1) = (lanes(len), lanes(len.saturating_sub(16)));
+                // SAFETY: the masks keep the loads and stores to the block's `len` values,
+                // inside `row` and `q`; the CPU has the features (caller).
+                unsafe {
+                    let from = row.as_ptr().add(start);
+                    let a = _mm512_maskz_loadu_ps(m0, from);
+                    let b = _mm512_maskz_loadu_ps(m1, from.add(16));
+                    // A NaN input makes only its own block meaningless, as in the portable
+                    // version (whose bytes for it may differ).
+                    let mut m = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b));
+                    m = _mm512_max_ps(m, _mm512_shuffle_f32x4::<0b01_00_11_10>(m, m));
+                    m = _mm512_max_ps(m, _mm512_shuffle_f32x4::<0b10_11_00_01>(m, m));
+                    m = _mm512_max_ps(m, _mm512_permute_ps::<0b01_00_11_10>(m));
+                    m = _mm512_max_ps(m, _mm512_permute_ps::<0b10_11_00_01>(m));
+                    let max = _mm512_cvtss_f32(m);
+                    *s.next().expect("a scale per block") =
+                        if max > 0.0 { max / 127.0 } else { 1.0 };
+                    let inv = _mm512_set1_ps(127.0 / if max > 0.0 { max } else { 127.0 });
+                    let to_bytes = |v: __m512| {
+                        let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), low), high);
+                        _mm512_castps_si512(_mm512_add_ps(v, shift))
+                    };
+                    let into = q.as_mut_ptr().add(start) as *mut i8;
+                    _mm512_mask_cvtepi32_storeu_epi8(into, m0, to_bytes(a));
+                    _mm512_mask_cvtepi32_storeu_epi8(into.add(16), m1, to_bytes(b));
+                }
+            }
+        }
+    }
 
     /// Calls `$kernel::<PRE.., R, P>($args)` for the run-time `rows` (1..=6) and `panels`
     /// (1..=4); `[PRE..]`, optional, are the kernel's leading const parameters.
@@ -1688,6 +1756,30 @@ mod tests {
         let zero = [0.0f32; 4];
         quantize_rows(&zero, 4, &mut q[..4], &mut s[..1]);
         assert_eq!((s[0], &q[..4]), (1.0, &[128u8; 4][..]));
+    }
+
+    #[test]
+    fn the_vector_quantiser_equals_the_portable_one() {
+        #[cfg(target_arch = "x86_64")]
+        if Isa::int8() == Isa::Avx512 {
+            // Whole and partial blocks, rows of zeros, and magnitudes from tiny to large.
+            for k in [4, 20, 36, 384, 1540] {
+                let rows = 5;
+                let mut x = values(rows * k, 11);
+                for (i, v) in x.iter_mut().enumerate() {
+                    *v *= [1e-3, 1.0, 40.0][i % 3];
+                }
+                x[k..2 * k].fill(0.0);
+                let blocks = k.div_ceil(INT8_BLOCK);
+                let (mut q, mut s) = (vec![0u8; rows * k], vec![0f32; rows * blocks]);
+                quantize_rows(&x, k, &mut q, &mut s);
+                let (mut vq, mut vs) = (vec![0u8; rows * k], vec![0f32; rows * blocks]);
+                // SAFETY: Isa::int8() found AVX-512 F and BW; the shapes are as it needs.
+                unsafe { x86::quantize_rows_avx512(&x, k, &mut vq, &mut vs) };
+                assert_eq!(s, vs, "scales, k = {k}");
+                assert_eq!(q, vq, "bytes, k = {k}");
+            }
+        }
     }
 
     #[test]
