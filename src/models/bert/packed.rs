@@ -1071,6 +1071,36 @@ mod x86 {
         }
     }
 
+    /// The lines a tile that starts from the bias (its first block of inputs) stores, and
+    /// the residual's it adds as it stores them, to be asked for one by one while its
+    /// products run: `(count, line)`, with `line(i)` the `i`-th. When the output is larger
+    /// than L2 (3 MB at a batch of 32 short sentences) those lines are in no cache; without
+    /// the prefetches the stores queued for them after the last multiply-add, and the samples
+    /// piled up on the first stores after the tile returned: 4.1% of the encoder's at short
+    /// batch 32, 2.2% with them. Asked for all at once, before the products, the prefetches
+    /// themselves stalled, waiting for fill buffers (2.9% of the samples on them).
+    #[inline(always)]
+    fn destination_lines<const R: usize, const P: usize>(
+        base: Base,
+        dst: *const f32,
+        stride: usize,
+    ) -> (usize, impl Fn(usize) -> *const i8) {
+        let (count, residual) = match base {
+            Base::Bias { residual, .. } if residual.is_null() => (R * P, residual),
+            Base::Bias { residual, .. } => (2 * R * P, residual),
+            Base::Dst => (0, std::ptr::null()),
+        };
+        let line = move |i: usize| {
+            let (from, j) = if i < R * P {
+                (dst, i)
+            } else {
+                (residual, i - R * P)
+            };
+            from.wrapping_add(j / P * stride + j % P * PANEL) as *const i8
+        };
+        (count, line)
+    }
+
     pub(super) fn f32_avx512(t: &F32Tile) {
         // SAFETY: Isa::f32() saw AVX-512 F; the tile lies inside its buffers (F32Tile).
         unsafe {
@@ -1087,8 +1117,12 @@ mod x86 {
     unsafe fn f32_avx512_tile<const PF: bool, const G: bool, const R: usize, const P: usize>(
         t: &F32Tile,
     ) {
+        let (lines, line) = destination_lines::<R, P>(t.base, t.dst, t.stride);
         let mut acc = [[_mm512_setzero_ps(); P]; R];
         for kk in 0..t.inputs {
+            if kk < lines {
+                _mm_prefetch::<_MM_HINT_T0>(line(kk));
+            }
             let mut w = [_mm512_setzero_ps(); P];
             // With PF, the same inputs of the next group of panels into L2: at one or a few
             // rows the product streams its weights from memory, and these requests overlap the
@@ -1239,8 +1273,13 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn int8_avx512_tile<const R: usize, const P: usize>(t: &Int8Tile) {
+        let (lines, line) = destination_lines::<R, P>(t.base, t.dst, t.stride);
+        let per_block = lines.div_ceil(t.blocks.max(1));
         let mut total = [[_mm512_setzero_ps(); P]; R];
         for blk in 0..t.blocks {
+            for i in (blk * per_block..(blk + 1) * per_block).take_while(|&i| i < lines) {
+                _mm_prefetch::<_MM_HINT_T0>(line(i));
+            }
             let at = blk * t.outputs;
             let mut start = [_mm512_setzero_si512(); P];
             for (p, s) in start.iter_mut().enumerate() {
