@@ -43,8 +43,11 @@ echo "== host: $(nproc) cores, $cpu; flags: $flags$view"
 # cell by cell, SPEED_ROUNDS rounds (default 3), and each cell's figure is the median of its
 # rounds: on a shared or throttled host the speed drifts by a third within minutes, which one
 # program's cells measured minutes before another's would turn into a false ratio.
+# The whole of cargo's output is read before the path is picked: stopping at the first match
+# closed the pipe while cargo still had messages to write, and it failed with a broken pipe.
 encoder=$(cargo bench --locked --all-features --bench encoder --no-run --message-format=json \
-  | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin)
+  | python3 -c 'import json,sys; ms=[json.loads(l) for l in sys.stdin]
+print(next(m["executable"] for m in ms
       if m.get("executable") and m["target"]["name"] == "encoder"))')
 encoder=$(printf %q "$encoder")  # peers.py splits each command as a shell would
 beside=(--beside "candle-serving=$encoder" --beside "candle-serving-int8=$encoder --int8")
