@@ -74,9 +74,11 @@ fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
         // The padding's lanes (-inf, clamped to -87 by `exp`) are computed with the rest of
         // the tail and zeroed before they are summed.
         let mut sums = [0f32; LANES];
-        let mut exp_block = |from: &[f32; LANES], to: &mut [f32; LANES]| {
-            for ((t, &x), acc) in to.iter_mut().zip(from).zip(&mut sums) {
-                *t = exp(x * scale - max);
+        // The first `keep` lanes of e^(x·scale - max) into `to` and the sums, the rest zeroed.
+        let mut exp_block = |from: &[f32; LANES], to: &mut [f32; LANES], keep: usize| {
+            for (i, ((t, &x), acc)) in to.iter_mut().zip(from).zip(&mut sums).enumerate() {
+                let e = exp(x * scale - max);
+                *t = if i < keep { e } else { 0.0 };
                 *acc += *t;
             }
         };
@@ -88,6 +90,7 @@ fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
             exp_block(
                 from.try_into().expect("a block"),
                 to.try_into().expect("a block"),
+                LANES,
             );
         }
         let rest = len - full;
@@ -95,11 +98,7 @@ fn softmax_rows(src: &[f32], len: usize, scale: f32, dst: &mut [f32]) {
             // Zeroed rather than summed and taken off afterwards, which was a scalar loop of
             // up to 15 dependent additions.
             let mut tail_out = [0f32; LANES];
-            for (i, ((t, &x), acc)) in tail_out.iter_mut().zip(&tail).zip(&mut sums).enumerate() {
-                let e = exp(x * scale - max);
-                *t = if i < rest { e } else { 0.0 };
-                *acc += *t;
-            }
+            exp_block(&tail, &mut tail_out, rest);
             d[full..].copy_from_slice(&tail_out[..rest]);
         }
         let inv = 1.0 / fold_lanes(sums, |a, b| a + b);

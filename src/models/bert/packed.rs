@@ -842,6 +842,18 @@ fn int8_portable(t: &Int8Tile) {
     }
 }
 
+/// A block's scale (`max |x| / 127`, 1 for a block of zeros) and what its values are
+/// multiplied by before rounding, from its largest magnitude: one definition for the portable
+/// and the AVX-512 quantisers, whose bytes and scales must agree.
+#[inline(always)]
+fn block_scale(max: f32) -> (f32, f32) {
+    if max > 0.0 {
+        (max / 127.0, 127.0 / max)
+    } else {
+        (1.0, 1.0)
+    }
+}
+
 /// Each row of `x` (`k` wide), block by block of [`INT8_BLOCK`] inputs, to bytes `q + 128`
 /// with `q = round(x / s)` in [-127, 127] and `s = max |x| / 127` the block's scale (1 for
 /// a block of zeros), rounding ties to even; `scales` is `[rows, blocks]`. The maximum is
@@ -866,8 +878,8 @@ fn quantize_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
             super::kernels::fold_lanes(lanes, |a, b| if a > b { a } else { b }),
             |m, v| if v > m { v } else { m },
         );
-        *s = if max > 0.0 { max / 127.0 } else { 1.0 };
-        let inv = 127.0 / if max > 0.0 { max } else { 127.0 };
+        let inv;
+        (*s, inv) = block_scale(max);
         for (q, &v) in q.iter_mut().zip(block) {
             let v = (v * inv).clamp(-127.0, 127.0);
             // Adding 2²³ rounds to an integer (ties to even) and leaves it in the low bits
@@ -935,9 +947,9 @@ mod x86 {
                     m = _mm512_max_ps(m, _mm512_permute_ps::<0b01_00_11_10>(m));
                     m = _mm512_max_ps(m, _mm512_permute_ps::<0b10_11_00_01>(m));
                     let max = _mm512_cvtss_f32(m);
-                    *s.next().expect("a scale per block") =
-                        if max > 0.0 { max / 127.0 } else { 1.0 };
-                    let inv = _mm512_set1_ps(127.0 / if max > 0.0 { max } else { 127.0 });
+                    let (scale, inv) = super::block_scale(max);
+                    *s.next().expect("a scale per block") = scale;
+                    let inv = _mm512_set1_ps(inv);
                     let to_bytes = |v: __m512| {
                         let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), low), high);
                         _mm512_castps_si512(_mm512_add_ps(v, shift))
